@@ -1,0 +1,1 @@
+"""Tandem cloud: the FastAPI service, organised one folder per feature."""

@@ -1,0 +1,94 @@
+"""The application factory. Nothing connects at import time: ``create_app`` builds, the
+lifespan opens (migrations, bootstrap key) and closes (broker, database)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from cloud.auth.routes import router as enrollment_router
+from cloud.auth.service import sync_bootstrap_key
+from cloud.blobs.routes import router as blob_router
+from cloud.core.body_limit import BodyLimitMiddleware
+from cloud.core.context import CloudContext
+from cloud.core.handlers import install_error_handlers
+from cloud.core.observability import ObservabilityMiddleware, configure_logging
+from cloud.core.settings import Settings
+from cloud.devices.routes import router as device_router
+from cloud.events.routes import router as event_router
+from cloud.migrations import upgrade
+from cloud.ops.routes import router as ops_router
+from cloud.registry.routes import router as registry_router
+
+log = logging.getLogger("tandem.app")
+
+
+def _open(context: CloudContext) -> None:
+    settings = context.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(context.db.engine)
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    with context.db.session() as session:
+        sync_bootstrap_key(session, token)
+    context.blobs.sweep_temp()
+    if token is None:
+        log.warning(
+            "no bootstrap admin key: set TANDEM_ADMIN_TOKEN, or run `tandem admin create-key`"
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the cloud service for ``settings`` (read from the environment when omitted)."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    context = CloudContext.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_open, context)
+        log.info(
+            "tandem ready",
+            extra={
+                "database": context.db.engine.url.render_as_string(hide_password=True),
+                "broker": type(context.broker).__name__,
+                "data_dir": str(settings.data_dir),
+            },
+        )
+        try:
+            yield
+        finally:
+            await context.broker.close()
+            context.db.dispose()
+
+    app = FastAPI(
+        title="Tandem",
+        version="0.1.0",
+        summary="Device-cloud collaborative machine learning.",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    for router in (
+        ops_router,
+        enrollment_router,
+        device_router,
+        registry_router,
+        blob_router,
+        event_router,
+    ):
+        app.include_router(router)
+    # The last added is the outermost: every response, a 413 included, is counted and logged.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        ObservabilityMiddleware, metrics=context.metrics, log_requests=settings.log_requests
+    )
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Entry point for ``uvicorn --factory``: settings from TANDEM_* variables."""
+    return create_app(Settings())

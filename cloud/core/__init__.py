@@ -1,0 +1,1 @@
+"""Shared infrastructure of the cloud service: settings, database, broker, blobs, errors."""

@@ -1,0 +1,121 @@
+"""The cloud's error tree.
+
+Services raise these; one exception handler (``cloud.core.handlers``) turns each into an
+HTTP status and a JSON body ``{"error": {"code": ..., "message": ...}}``. ``code`` is
+stable and meant for programs; ``message`` is for people and says what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TandemError(Exception):
+    """Root of every error the cloud raises on purpose."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        # Extra response headers, e.g. Content-Range on a 416 or Retry-After on a 429.
+        self.headers: dict[str, str] = {}
+
+
+class InvalidInput(TandemError):
+    """The request is well-formed but its content is not acceptable."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class BadRequest(TandemError):
+    """The request cannot be parsed at all."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+
+
+class InvalidRange(TandemError):
+    status_code = 416
+    code = "range_not_satisfiable"
+
+
+class PayloadTooLarge(TandemError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(TandemError):
+    """No credentials, or credentials nobody issued."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(TandemError):
+    """Valid credentials that may not do this."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class InvalidEnrollmentKey(Unauthorized):
+    code = "invalid_enrollment_key"
+
+
+class EnrollmentKeyRevoked(Forbidden):
+    code = "enrollment_key_revoked"
+
+
+class NotFound(TandemError):
+    status_code = 404
+    code = "not_found"
+
+
+class DeviceNotFound(NotFound):
+    code = "device_not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class ModelVersionNotFound(NotFound):
+    code = "model_version_not_found"
+
+
+class BlobNotFound(NotFound):
+    code = "blob_not_found"
+
+
+class EnrollmentKeyNotFound(NotFound):
+    code = "enrollment_key_not_found"
+
+
+class Conflict(TandemError):
+    status_code = 409
+    code = "conflict"
+
+
+class DuplicateName(Conflict):
+    code = "duplicate_name"
+
+
+class DuplicateModelContent(Conflict):
+    code = "duplicate_model_content"
+
+
+class InvalidModel(InvalidInput):
+    code = "invalid_onnx_model"
+
+
+class ServiceUnavailable(TandemError):
+    status_code = 503
+    code = "service_unavailable"

@@ -1,0 +1,98 @@
+"""The cloud's one configuration object, read from ``TANDEM_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that people paste from tutorials. Outside development they are refused.
+_PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "secret", "admin", "password", "token", "test", "dev", "tandem"}
+)
+_MIN_SECRET_LENGTH = 24
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tandem"
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """Everything the cloud service can be configured with.
+
+    Every field reads ``TANDEM_<FIELD>`` from the environment (or a ``.env`` file in
+    the working directory); keyword arguments win over both.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TANDEM_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Environment = Environment.development
+    data_dir: Annotated[Path, Field(default_factory=_default_data_dir)]
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means a SQLite file in the data directory.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL for the broker; unset means in-process."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bootstrap admin key, kept (hashed) in sync on every start."
+    )
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    log_level: str = "INFO"
+    log_requests: bool = True
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.admin_token is None:
+            return self
+        token = self.admin_token.get_secret_value()
+        if self.env is Environment.production and (
+            token.lower() in _PLACEHOLDER_SECRETS or len(token) < _MIN_SECRET_LENGTH
+        ):
+            raise ValueError(
+                "TANDEM_ADMIN_TOKEN looks like a placeholder; in production use at least "
+                f"{_MIN_SECRET_LENGTH} random characters, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+            )
+        if not token.strip():
+            raise ValueError("TANDEM_ADMIN_TOKEN is empty; unset it or give it a value.")
+        return self
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL with the driver chosen: SQLite by default, psycopg 3 for PostgreSQL."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'tandem.db'}"
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

@@ -1,0 +1,13 @@
+"""Every feature's tables in one metadata, for migrations and schema checks."""
+
+from __future__ import annotations
+
+from cloud.auth import tables as auth_tables
+from cloud.blobs import tables as blob_tables
+from cloud.core.db import Base
+from cloud.devices import tables as device_tables
+from cloud.registry import tables as registry_tables
+
+metadata = Base.metadata
+
+__all__ = ["auth_tables", "blob_tables", "device_tables", "metadata", "registry_tables"]
