@@ -1,6 +1,6 @@
 """Write a tiny valid ONNX model (y = x @ W + b) to a file, for trying the model registry.
 
-    python examples/tiny_model.py tiny.onnx
+python examples/tiny_model.py tiny.onnx
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from onnx import TensorProto, helper, numpy_helper
 def tiny_model(n_in: int = 4, n_out: int = 2, seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["y"]),
+        ],
         "tiny_linear",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n_in])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n_out])],

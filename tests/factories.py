@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import onnx
 from fastapi.testclient import TestClient
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from cloud.core.settings import Settings
+from examples.tiny_model import tiny_model
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -17,23 +16,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 def onnx_linear(n_in: int = 4, n_out: int = 2, seed: int = 0) -> bytes:
     """A valid ONNX model y = x @ W + b with a symbolic batch dimension."""
-    rng = np.random.default_rng(seed)
-    weight = numpy_helper.from_array(rng.standard_normal((n_in, n_out)).astype(np.float32), "W")
-    bias = numpy_helper.from_array(rng.standard_normal(n_out).astype(np.float32), "b")
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W"], ["xw"]),
-            helper.make_node("Add", ["xw", "b"], ["y"]),
-        ],
-        "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n_in])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n_out])],
-        [weight, bias],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return tiny_model(n_in, n_out, seed).SerializeToString()
 
 
 def onnx_failing_checker() -> bytes:
