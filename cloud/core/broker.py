@@ -139,10 +139,10 @@ class _QueueSubscription(Subscription):
         if self._state != "open":
             return
         self._state = "left"
-        self._end()
         # What is still queued was published for a listener that has now left.
         while not self._queue.empty():
             self._queue.get_nowait()
+        self._end()
         await self._detach(self)
 
     async def __anext__(self) -> Message:
@@ -152,6 +152,7 @@ class _QueueSubscription(Subscription):
             raise StopAsyncIteration
         message = await self._queue.get()
         if message is None:
+            self._queue.put_nowait(None)  # leave the end mark for any other waiting reader
             raise StopAsyncIteration
         return message
 
@@ -166,10 +167,9 @@ class _QueueSubscription(Subscription):
         return dropped
 
     def _end(self) -> None:
-        if self._ended:
-            return
         self._ended = True
-        # A full queue needs no wake-up: the reader drains it, then sees _ended.
+        # A full queue needs no wake-up (nobody waits on it): readers drain it, then see
+        # _ended. An empty one gets the end mark, which wakes a reader waiting right now.
         if not self._queue.full():
             self._queue.put_nowait(None)
 

@@ -1,12 +1,10 @@
 """A broker over Redis pub/sub, for a cloud that runs as several processes or replicas.
 
-One broker holds one Redis pub/sub connection, however many local subscriptions it
-serves: it subscribes a channel on Redis when the first local subscriber arrives,
-unsubscribes it when the last leaves, and a single reader task fans incoming messages out
-to local queues (``_FanOut``, the same code the in-process broker uses). If Redis goes
-away the reader reconnects with backoff and re-subscribes; local subscriptions stay open.
-Messages published meanwhile are lost, which is acceptable because they are hints (see
-``cloud.core.broker``).
+One broker holds one pub/sub connection, however many local subscriptions it serves: it
+subscribes a channel on Redis for the first local subscriber, unsubscribes it after the
+last, and one reader task fans messages out to local queues (``_FanOut``, shared with the
+in-process broker). If Redis goes away the reader reconnects with backoff and re-subscribes;
+local subscriptions stay open, and messages published meanwhile are lost: they are hints.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -41,6 +39,7 @@ from cloud.core.broker import (
 log = logging.getLogger("tandem.broker")
 
 _FIRST_RETRY_S = 0.1
+_MAX_CONNECTIONS = 50  # for publish and ping; subscriptions share one more connection
 # What a network failure looks like from redis-py (its TimeoutError is a RedisError).
 _NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -81,7 +80,8 @@ class RedisBroker(Broker):
         self._reconnect_max_s = reconnect_max_s
         self._timeout_s = timeout_s
         self._fanout = _FanOut()
-        self._client: Redis[bytes] | None = None
+        self._pool: BlockingConnectionPool | None = None
+        self._client: Redis | None = None
         self._reader: asyncio.Task[None] | None = None
         # The pub/sub connection; commands may be sent on it only while _live is true,
         # i.e. after the reader finished connecting and re-subscribing.
@@ -126,21 +126,30 @@ class RedisBroker(Broker):
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.wait({self._reader})
-        self._fail_pending(BrokerUnavailable(f"The broker for {self.safe_url} was closed."))
-        if self._client is not None:
-            await self._client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+        self._fail_pending(BrokerUnavailable(f"The broker for {self.safe_url} is closed."))
+        if self._pool is not None:
+            # The client holds no connection of its own: closing its pool closes them all.
+            await self._pool.disconnect()
 
-    def _redis(self) -> Redis[bytes]:
+    def _refuse_if_closed(self) -> None:
         if self._closed:
             raise BrokerUnavailable(f"The broker for {self.safe_url} is closed.")
+
+    def _redis(self) -> Redis:
+        self._refuse_if_closed()
         if self._client is None:
-            # The broker, not redis-py, decides when to retry: fail fast, report clearly.
-            self._client = Redis.from_url(
+            # A burst of publishes waits for a free connection instead of failing. One
+            # immediate retry replaces a pooled connection that went stale (Redis
+            # restarted); more would only delay telling the caller that Redis is down.
+            self._pool = BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=self._timeout_s,
                 socket_connect_timeout=self._timeout_s,
                 socket_timeout=self._timeout_s,
-                retry=Retry(NoBackoff(), 0),
+                retry=Retry(NoBackoff(), 1),
             )
+            self._client = Redis(connection_pool=self._pool)
         return self._client
 
     @contextlib.asynccontextmanager
@@ -155,17 +164,24 @@ class RedisBroker(Broker):
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no answer"
         return BrokerUnavailable(
             f"Cannot {action} Redis at {self.safe_url} ({reason}). Check that Redis is "
-            "running and reachable from this host, and that TANDEM_REDIS_URL names it."
+            "running and reachable from this host, and that TANDEM_REDIS_URL names it "
+            "(with the right password, if it needs one)."
         )
 
     async def _attach(self, subscription: _QueueSubscription) -> None:
-        client = self._redis()
+        self._refuse_if_closed()
         if self._reader is None:
-            self._reader = asyncio.create_task(self._read(client), name="redis-broker-reader")
+            # Reads on the pub/sub connection wait for messages indefinitely, so it has no
+            # socket timeout; _connect bounds its handshake instead.
+            pool: ConnectionPool = ConnectionPool.from_url(
+                self._url, socket_connect_timeout=self._timeout_s, socket_timeout=None
+            )
+            self._reader = asyncio.create_task(self._read(pool), name="redis-broker-reader")
         loop = asyncio.get_running_loop()
         confirmations = [loop.create_future() for _ in subscription.channels]
         try:
             async with self._lock:
+                self._refuse_if_closed()  # close() may have run while this waited
                 self._fanout.attach(subscription)
                 for channel, confirmation in zip(subscription.channels, confirmations, strict=True):
                     self._pending.setdefault(channel, deque()).append([confirmation])
@@ -199,23 +215,34 @@ class RedisBroker(Broker):
             async with asyncio.timeout(self._timeout_s):
                 await conn.send_command(*args)
 
-    async def _read(self, client: Redis[bytes]) -> None:
+    async def _read(self, pool: ConnectionPool) -> None:
         """The reader task: (re)connect, then fan out whatever Redis pushes, forever."""
         failures = 0
         while True:
             try:
-                conn = await self._connect(client)
+                conn = await self._connect(pool)
+                if failures:
+                    log.info("Redis broker reconnected to %s", self.safe_url)
                 failures = 0
                 try:
                     while True:
-                        self._dispatch(await conn.read_response())
+                        # push_request: under RESP3 messages arrive as push replies.
+                        reply = await conn.read_response(push_request=True)
+                        self._dispatch(reply)
                 finally:
                     self._live = False
                     self._conn = None
                     await conn.disconnect(nowait=True)
             except _NETWORK_ERRORS as exc:
                 self._last_error = exc
-                log.warning("Redis broker lost %s: %s; reconnecting", self.safe_url, exc)
+                # Warn once per outage, not once per attempt.
+                log.log(
+                    logging.DEBUG if failures else logging.WARNING,
+                    "Redis broker cannot reach %s (%s); retrying with backoff, subscriptions "
+                    "stay open and messages published meanwhile are lost",
+                    self.safe_url,
+                    exc,
+                )
             except Exception:
                 # A bug here must not silently end delivery for the whole process.
                 log.exception("Redis broker reader failed; reconnecting")
@@ -223,16 +250,12 @@ class RedisBroker(Broker):
             failures += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
 
-    async def _connect(self, client: Redis[bytes]) -> AbstractConnection:
-        pool = client.connection_pool
-        # Reads here wait for messages indefinitely, so no socket timeout (the handshake
-        # is bounded below instead). RESP2 delivers pub/sub messages as ordinary replies,
-        # so the reader needs no RESP3 push handling, whatever the URL asks for.
-        overrides = {"socket_timeout": None, "protocol": 2}
-        conn: AbstractConnection = pool.connection_class(**{**pool.connection_kwargs, **overrides})
+    async def _connect(self, pool: ConnectionPool) -> AbstractConnection:
+        # redis-py leaves make_connection unannotated; it returns the pool's connection class.
+        conn: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             async with asyncio.timeout(self._timeout_s):
-                await conn.connect()
+                await conn.connect()  # type: ignore[no-untyped-call]  # unannotated in redis-py
                 async with self._lock:
                     channels = self._fanout.channels()
                     self._pending = self._carry_over(channels)
@@ -246,11 +269,8 @@ class RedisBroker(Broker):
         return conn
 
     def _carry_over(self, channels: list[str]) -> dict[str, deque[list[asyncio.Future[None]]]]:
-        """Pending confirmations for a new connection: one entry per live channel.
-
-        A subscriber whose SUBSCRIBE went to the old connection is answered by the
-        re-subscription on the new one, which was sent after it registered.
-        """
+        """Pending confirmations for a new connection, answered by its re-subscription
+        (sent after every waiting subscriber registered): one entry per live channel."""
         pending: dict[str, deque[list[asyncio.Future[None]]]] = {}
         for channel in channels:
             waiting = [f for entry in self._pending.get(channel, ()) for f in entry]
@@ -262,8 +282,7 @@ class RedisBroker(Broker):
             return
         kind, channel = _text(reply[0]), _text(reply[1])
         if kind == "message":
-            data = reply[2]
-            self._fanout.deliver(Message(channel, encode_payload(data)))
+            self._fanout.deliver(Message(channel, encode_payload(reply[2])))
         elif kind == "subscribe":
             waiting = self._pending.get(channel)
             if waiting:
@@ -273,10 +292,8 @@ class RedisBroker(Broker):
 
     def _fail_pending(self, exc: BaseException) -> None:
         for entries in self._pending.values():
-            for entry in entries:
-                for confirmation in entry:
-                    if not confirmation.done():
-                        confirmation.set_exception(exc)
+            for confirmation in (f for entry in entries for f in entry if not f.done()):
+                confirmation.set_exception(exc)
         self._pending.clear()
 
 

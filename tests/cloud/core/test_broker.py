@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
@@ -32,8 +33,8 @@ WAIT_S = 5.0  # every wait for a message is bounded, so a bug fails a test, neve
 T = TypeVar("T")
 
 
-async def bounded(awaitable: Awaitable[T], timeout: float = WAIT_S) -> T:
-    return await asyncio.wait_for(awaitable, timeout)
+async def bounded(awaitable: Awaitable[T], within_s: float = WAIT_S) -> T:
+    return await asyncio.wait_for(awaitable, within_s)
 
 
 async def receive(subscription: Subscription) -> Message:
@@ -55,7 +56,7 @@ async def _collect(subscription: Subscription) -> list[Message]:
 
 async def require_redis() -> str:
     """The test Redis URL; skip (or, in CI, fail) when nothing answers there."""
-    client: Redis[bytes] = Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    client: Redis = Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
     try:
         await client.ping()
     except Exception as exc:
@@ -64,7 +65,7 @@ async def require_redis() -> str:
             pytest.fail(f"{reason} (CI must run the Redis tests; start Redis)")
         pytest.skip(reason)
     finally:
-        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+        await client.aclose()
     return REDIS_URL
 
 
@@ -101,13 +102,13 @@ async def redis_broker(redis_url: str) -> AsyncIterator[RedisBroker]:
 
 
 @pytest.fixture
-async def admin(redis_url: str) -> AsyncIterator[Redis[bytes]]:
+async def admin(redis_url: str) -> AsyncIterator[Redis]:
     """A plain Redis client beside the broker, to observe and disturb it."""
-    client: Redis[bytes] = Redis.from_url(redis_url)
+    client: Redis = Redis.from_url(redis_url)
     try:
         yield client
     finally:
-        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+        await client.aclose()
 
 
 class TestBrokerContract:
@@ -167,6 +168,13 @@ class TestBrokerContract:
             # Once the remaining subscriber has it, the left one would have had it too.
             assert (await receive(stays)).data == b"after"
         assert await remaining(leaves) == []
+
+    async def test_leaving_ends_a_waiting_iteration(self, broker: Broker, prefix: str) -> None:
+        """Leaving the context ends an iteration that another task is waiting in."""
+        async with broker.subscribe(f"{prefix}.a") as sub:
+            waiting = asyncio.ensure_future(_collect(sub))
+            await asyncio.sleep(0)  # let the iteration start waiting
+        assert await bounded(waiting) == []
 
     async def test_publish_without_subscribers_is_fine(self, broker: Broker, prefix: str) -> None:
         """Publishing on a channel nobody listens to succeeds and goes nowhere."""
@@ -233,7 +241,7 @@ class TestRedisBroker:
         """ping() on an unreachable Redis raises BrokerUnavailable within its timeout."""
         broker = RedisBroker(CLOSED_PORT_URL, timeout_s=0.5)
         try:
-            with pytest.raises(BrokerUnavailable, match="127.0.0.1:1"):
+            with pytest.raises(BrokerUnavailable, match=re.escape("redis://127.0.0.1:1/0")):
                 await bounded(broker.ping())
         finally:
             await broker.close()
@@ -269,38 +277,61 @@ class TestRedisBroker:
         assert "redis://:***@127.0.0.1:1/0" in str(caught.value)
 
     async def test_one_redis_subscription_per_channel(
-        self, redis_broker: RedisBroker, admin: Redis[bytes], prefix: str
+        self, redis_broker: RedisBroker, admin: Redis, prefix: str
     ) -> None:
         """Local subscribers of one channel share a single Redis subscription."""
         channel = f"{prefix}.a"
         async with redis_broker.subscribe(channel), redis_broker.subscribe(channel):
-            assert await admin.pubsub_numsub(channel) == [(channel.encode(), 1)]
+            assert await _numsub(admin, channel) == 1
 
     async def test_last_local_subscriber_unsubscribes(
-        self, redis_broker: RedisBroker, admin: Redis[bytes], prefix: str
+        self, redis_broker: RedisBroker, admin: Redis, prefix: str
     ) -> None:
         """Redis keeps the channel while any local subscriber stays and drops it after the last."""
         channel = f"{prefix}.a"
         async with redis_broker.subscribe(channel):
             async with redis_broker.subscribe(channel):
                 pass
-            assert await admin.pubsub_numsub(channel) == [(channel.encode(), 1)]
+            assert await _numsub(admin, channel) == 1
         await bounded(_until_numsub(admin, channel, 0))
 
     async def test_reader_reconnects_after_connection_killed(
-        self, redis_broker: RedisBroker, admin: Redis[bytes], prefix: str
+        self, redis_url: str, admin: Redis, prefix: str
     ) -> None:
         """After Redis drops the pub/sub connection, an open subscription receives again."""
+        # A client name singles out this broker's connections: killing every pub/sub
+        # client (CLIENT KILL TYPE pubsub) would disturb test runs sharing this Redis.
+        separator = "&" if "?" in redis_url else "?"
+        broker = RedisBroker(f"{redis_url}{separator}client_name={prefix}", reconnect_max_s=0.5)
         channel = f"{prefix}.a"
-        async with redis_broker.subscribe(channel) as sub:
-            killed = await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-            assert killed >= 1
-            # Messages during the outage are lost, so keep publishing until one arrives.
-            await bounded(_until_received(redis_broker, sub, channel), timeout=10)
+        try:
+            async with broker.subscribe(channel) as sub:
+                assert await _kill_pubsub_clients(admin, name=prefix) == 1
+                # Messages during the outage are lost, so keep publishing until one arrives.
+                await bounded(_until_received(broker, sub, channel), within_s=10)
+        finally:
+            await broker.close()
 
 
-async def _until_numsub(admin: Redis[bytes], channel: str, count: int) -> None:
-    while await admin.pubsub_numsub(channel) != [(channel.encode(), count)]:
+async def _kill_pubsub_clients(admin: Redis, *, name: str) -> int:
+    """Drop the named pub/sub connections, as a Redis restart would; return how many."""
+    clients = await admin.client_list(_type="pubsub")
+    ids = [client["id"] for client in clients if client["name"] == name]
+    for client_id in ids:
+        await admin.client_kill_filter(_id=client_id)
+    return len(ids)
+
+
+async def _numsub(admin: Redis, channel: str) -> int:
+    """How many Redis clients subscribe to ``channel``."""
+    [(_, count)] = await admin.pubsub_numsub(channel)
+    return count
+
+
+async def _until_numsub(admin: Redis, channel: str, count: int) -> None:
+    while True:
+        if await _numsub(admin, channel) == count:
+            return
         await asyncio.sleep(0.02)
 
 
