@@ -29,8 +29,9 @@ def test_readme_quickstart_runs(tmp_path: Path) -> None:
     script = (
         quickstart_script()
         .replace("API=http://127.0.0.1:8000", "API=$TANDEM_TEST_API")
-        .replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+        # /tmp first: the interpreter itself may live under /tmp (a fresh clone there).
         .replace("/tmp/", f"{tmp_path}/")
+        .replace(".venv/bin/", f"{Path(sys.executable).parent}/")
     )
     with LiveServer(data_dir) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
