@@ -3,6 +3,8 @@ lifespan opens (migrations, bootstrap key) and closes (broker, database)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from cloud.auth.cache import follow_revocations
 from cloud.auth.routes import router as enrollment_router
 from cloud.auth.service import sync_bootstrap_key
 from cloud.blobs.routes import router as blob_router
@@ -18,11 +21,15 @@ from cloud.core.context import CloudContext
 from cloud.core.handlers import install_error_handlers
 from cloud.core.observability import ObservabilityMiddleware, configure_logging
 from cloud.core.settings import Settings
+from cloud.deploy.device_routes import router as device_sync_router
+from cloud.deploy.rollout import Sweeper
+from cloud.deploy.routes import router as deployment_router
 from cloud.devices.routes import router as device_router
 from cloud.events.routes import router as event_router
 from cloud.migrations import upgrade
 from cloud.ops.routes import router as ops_router
 from cloud.registry.routes import router as registry_router
+from cloud.tasks.routes import router as task_router
 
 log = logging.getLogger("tandem.app")
 
@@ -35,6 +42,7 @@ def _open(context: CloudContext) -> None:
     with context.db.session() as session:
         sync_bootstrap_key(session, token)
     context.blobs.sweep_temp()
+    context.platform_key  # noqa: B018  # create the signing key now, not on a device's first request
     if token is None:
         log.warning(
             "no bootstrap admin key: set TANDEM_ADMIN_TOKEN, or run `tandem admin create-key`"
@@ -58,9 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "data_dir": str(settings.data_dir),
             },
         )
+        sweeper = Sweeper(context)
+        sweeper.start()
+        revocations = asyncio.create_task(follow_revocations(context.broker, context.auth_cache))
         try:
             yield
         finally:
+            revocations.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await revocations
+            await sweeper.stop()
             await context.broker.close()
             context.db.dispose()
 
@@ -75,8 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         ops_router,
         enrollment_router,
+        device_sync_router,
         device_router,
+        deployment_router,
         registry_router,
+        task_router,
         blob_router,
         event_router,
     ):
@@ -91,4 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """Entry point for ``uvicorn --factory``: settings from TANDEM_* variables."""
+    # Sync handlers run in a thread pool; with CPython's default 5 ms switch interval the
+    # event loop can wait that long for the GIL after every hand-off. The serving process
+    # does little pure-Python work per request, so a finer interval costs nothing.
+    # sys.setswitchinterval(0.0005)
     return create_app(Settings())

@@ -1,12 +1,14 @@
-"""The ``tandem`` command: run the cloud, migrate its database, manage admin keys."""
+"""The ``tandem`` command: run the cloud, migrate its database, manage admin keys, publish
+tasks."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -15,11 +17,18 @@ from cloud.core.db import Database, make_engine
 from cloud.core.errors import TandemError
 from cloud.core.settings import Settings
 
+if TYPE_CHECKING:
+    import httpx
+
+    from device_sdk.wire import TaskManifest
+
 app = typer.Typer(help="Tandem: device-cloud collaborative machine learning.", no_args_is_help=True)
 db_app = typer.Typer(help="The metadata database.", no_args_is_help=True)
 admin_app = typer.Typer(help="Admin API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+task_app = typer.Typer(help="ML task bundles: pack and publish.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+app.add_typer(task_app, name="task")
 
 DataDir = Annotated[
     Path | None,
@@ -141,6 +150,101 @@ def revoke_key(name: str, data_dir: DataDir = None) -> None:
     finally:
         database.dispose()
     typer.echo(f"admin key {name!r} revoked")
+
+
+@task_app.command("pack")
+def task_pack(
+    directory: Annotated[
+        Path, typer.Argument(help="The task directory: manifest.json and its files.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Where to write the bundle [default: ./<name>-<version>.tar.gz]."
+        ),
+    ] = None,
+) -> None:
+    """Pack a task directory into a deterministic, publishable .tar.gz bundle."""
+    manifest, data = _pack_or_exit(directory)
+    path = out or Path(f"{manifest.name}-{manifest.version}.tar.gz")
+    path.write_bytes(data)
+    typer.echo(f"{path}  {len(data)} bytes  sha256 {hashlib.sha256(data).hexdigest()}")
+    typer.echo(
+        f"task {manifest.name!r} version {manifest.version}, {len(manifest.files)} files", err=True
+    )
+
+
+@task_app.command("publish")
+def task_publish(
+    path: Annotated[Path, typer.Argument(help="A task directory, or a bundle from `task pack`.")],
+    url: Annotated[
+        str, typer.Option("--url", envvar="TANDEM_URL", help="The cloud's base URL.")
+    ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None, typer.Option("--token", envvar="TANDEM_TOKEN", help="An admin key.")
+    ] = None,
+) -> None:
+    """Publish a task to the cloud as the version its manifest names (packing a directory
+    first). Published versions are immutable: raise `version` to publish a change."""
+    import httpx
+
+    if not token:
+        typer.echo(
+            "error: publishing needs an admin key: pass --token or set TANDEM_TOKEN.", err=True
+        )
+        raise typer.Exit(2)
+    if path.is_dir():
+        data = _pack_or_exit(path)[1]
+        filename = f"{path.resolve().name}.tar.gz"
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            typer.echo(f"error: cannot read {path}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from exc
+        filename = path.name
+    endpoint = f"{url.rstrip('/')}/v1/tasks"
+    try:
+        response = httpx.post(
+            endpoint,
+            headers={"Authorization": f"Bearer {token}"},
+            files={"bundle": (filename, data, "application/gzip")},
+            timeout=httpx.Timeout(30.0, write=600.0),
+        )
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: cannot reach {endpoint}: {exc}. Is the cloud running?", err=True)
+        raise typer.Exit(1) from exc
+    if response.status_code != 201:
+        typer.echo(f"error: {_error_message(response)}", err=True)
+        raise typer.Exit(1)
+    body = response.json()
+    typer.echo(
+        f"published task {body['name']!r} version {body['version']}  sha256 {body['bundle_sha256']}"
+    )
+
+
+def _pack_or_exit(directory: Path) -> tuple[TaskManifest, bytes]:
+    from device_sdk import InvalidBundle, bundle
+
+    if not directory.is_dir():
+        typer.echo(f"error: {directory} is not a directory; give a task directory.", err=True)
+        raise typer.Exit(1)
+    try:
+        return bundle.pack(directory)
+    except InvalidBundle as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The server's error message, or the status line when the body has none."""
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = None
+    if isinstance(message, str):
+        return message
+    return f"HTTP {response.status_code} {response.reason_phrase} from {response.url}"
 
 
 def main() -> None:

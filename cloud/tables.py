@@ -5,9 +5,19 @@ from __future__ import annotations
 from cloud.auth import tables as auth_tables
 from cloud.blobs import tables as blob_tables
 from cloud.core.db import Base
+from cloud.deploy import tables as deploy_tables
 from cloud.devices import tables as device_tables
 from cloud.registry import tables as registry_tables
+from cloud.tasks import tables as task_tables
 
 metadata = Base.metadata
 
-__all__ = ["auth_tables", "blob_tables", "device_tables", "metadata", "registry_tables"]
+__all__ = [
+    "auth_tables",
+    "blob_tables",
+    "deploy_tables",
+    "device_tables",
+    "metadata",
+    "registry_tables",
+    "task_tables",
+]

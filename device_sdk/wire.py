@@ -7,8 +7,10 @@ unknown fields so an older SDK keeps working against a newer cloud.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -50,9 +52,14 @@ class DeviceInfo(Response):
 
 
 class RegisterDeviceResponse(DeviceInfo):
-    """The device's identity. ``token`` is shown once; the cloud keeps only its hash."""
+    """The device's identity. ``token`` is shown once; the cloud keeps only its hash.
+
+    ``platform_public_key`` (base64 of the raw 32-byte Ed25519 key) is pinned by the device:
+    every task manifest it installs must carry a valid signature by this key.
+    """
 
     token: str
+    platform_public_key: str
 
 
 class ErrorDetail(Response):
@@ -63,3 +70,123 @@ class ErrorDetail(Response):
 
 class ErrorBody(Response):
     error: ErrorDetail
+
+
+# --- Tasks: bundles, manifests, desired state, status -------------------------------------
+
+TaskName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+]
+BundlePath = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$",
+    ),
+]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+MANIFEST_NAME = "manifest.json"
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TriggerKind(StrEnum):
+    predict = "predict"  # runs when the app calls Device.predict(task, ...)
+    schedule = "schedule"  # runs every `every_s` seconds
+    event = "event"  # runs when a pipeline trigger named `pattern` fires
+
+
+class Trigger(Manifest):
+    kind: TriggerKind = TriggerKind.predict
+    every_s: Annotated[int, Field(ge=1, le=30 * 86400)] | None = None
+    pattern: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
+class ResourceLimits(Manifest):
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 1000
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    max_memory_mb: Annotated[int, Field(ge=1, le=65_536)] | None = None
+
+
+class ModelRef(Manifest):
+    """A model file in the bundle, under the name the task's code uses for it."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    file: BundlePath
+
+
+class FileDigest(Manifest):
+    sha256: Sha256
+    size: Annotated[int, Field(ge=0)]
+
+
+class TaskManifest(Manifest):
+    """What a task bundle holds. The cloud signs its canonical JSON; devices verify it."""
+
+    schema_version: Literal[1] = 1
+    name: TaskName
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    trigger: Trigger = Field(default_factory=Trigger)
+    pipeline: dict[str, Any] | None = None
+    models: Annotated[list[ModelRef], Field(max_length=32)] = Field(default_factory=list)
+    entry: BundlePath | None = None
+    resources: ResourceLimits = Field(default_factory=ResourceLimits)
+    files: Annotated[dict[BundlePath, FileDigest], Field(max_length=1000)] = Field(
+        default_factory=dict
+    )
+
+    def canonical_bytes(self) -> bytes:
+        """The exact bytes that are signed: sorted keys, no whitespace, UTF-8."""
+        return canonical_json(self.model_dump(mode="json"))
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class DesiredTask(Response):
+    name: str
+    version: int
+    deployment_id: int
+    bundle_sha256: str
+    bundle_size: int
+    manifest: TaskManifest
+    signature: str = Field(description="base64 Ed25519 signature of the manifest's canonical JSON")
+
+
+class DesiredState(Response):
+    """Everything the device should run: one version per task. ``rev`` grows on each change."""
+
+    rev: int
+    tasks: list[DesiredTask]
+
+
+class Nudge(Response):
+    """The push: sent on the device's event stream when its desired state changed."""
+
+    desired_rev: int
+
+
+class TaskState(StrEnum):
+    downloaded = "downloaded"
+    active = "active"
+    failed = "failed"
+    rolled_back = "rolled_back"
+
+
+class StatusReport(Request):
+    task: TaskName
+    version: Annotated[int, Field(ge=1)]
+    state: TaskState
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    deployment_id: int | None = None
+
+
+class StatusReports(Request):
+    """Several reports in one request, e.g. `downloaded` and `active` for one release."""
+
+    reports: Annotated[list[StatusReport], Field(min_length=1, max_length=100)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,7 @@ class AdminPrincipal:
 class DevicePrincipal:
     seq: int
     device_id: str
+    last_seen: datetime | None = None
 
 
 Principal = AdminPrincipal | DevicePrincipal

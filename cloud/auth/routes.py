@@ -6,7 +6,7 @@ import secrets
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body, status
+from fastapi import APIRouter, Body, Path, status
 
 from cloud.auth import service
 from cloud.auth.schemas import (
@@ -16,8 +16,8 @@ from cloud.auth.schemas import (
     EnrollmentKeyOut,
 )
 from cloud.auth.tables import EnrollmentKeyRow
-from cloud.core.db import utcnow
-from cloud.core.deps import Admin, DbSession
+from cloud.core.db import INT32_MAX, utcnow
+from cloud.core.deps import Admin, DbSession, ReadSession
 
 router = APIRouter(prefix="/v1/enrollment-keys", tags=["enrollment keys"])
 
@@ -53,12 +53,14 @@ def create_enrollment_key(
 
 
 @router.get("")
-def list_enrollment_keys(_admin: Admin, session: DbSession) -> EnrollmentKeyList:
+def list_enrollment_keys(_admin: Admin, session: ReadSession) -> EnrollmentKeyList:
     """List enrollment keys (never their secrets)."""
     return EnrollmentKeyList(items=[_out(r) for r in service.list_enrollment_keys(session)])
 
 
 @router.delete("/{key_id}")
-def revoke_enrollment_key(key_id: int, _admin: Admin, session: DbSession) -> EnrollmentKeyOut:
+def revoke_enrollment_key(
+    key_id: Annotated[int, Path(ge=1, le=INT32_MAX)], _admin: Admin, session: DbSession
+) -> EnrollmentKeyOut:
     """Revoke an enrollment key: it enrolls no more devices; devices it enrolled stay."""
     return _out(service.revoke_enrollment_key(session, key_id))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+
+from cloud.core.db import INT32_MAX
 
 KeyName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -18,10 +20,11 @@ class CreateEnrollmentKey(BaseModel):
     name: KeyName | None = Field(
         default=None, description="Unique label; generated when omitted.", examples=["android-beta"]
     )
-    expires_in_s: Annotated[int, Field(gt=0, le=10 * 365 * 86400)] | None = Field(
+    # Strict: lax mode would read `true` as 1 and "5" as 5; a JSON integer is asked for.
+    expires_in_s: Annotated[int, Strict(), Field(gt=0, le=10 * 365 * 86400)] | None = Field(
         default=None, description="Seconds until the key stops enrolling devices."
     )
-    max_devices: Annotated[int, Field(gt=0)] | None = Field(
+    max_devices: Annotated[int, Strict(), Field(gt=0, le=INT32_MAX)] | None = Field(
         default=None, description="How many devices the key may enroll."
     )
 

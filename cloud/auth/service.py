@@ -28,7 +28,9 @@ LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 
 
 def authenticate(session: Session, token: str) -> Principal:
-    """The admin key or device behind ``token``; Unauthorized when nobody issued it."""
+    """The admin key or device behind ``token``; Unauthorized when nobody issued it.
+
+    Read-only: the caller records a device's ``last_seen`` (see ``needs_last_seen``)."""
     digest = hash_token(token)
     # Device tokens say so in their prefix: the hot path (devices) skips the admin lookup.
     if token_kind(token) is not TokenKind.device:
@@ -45,15 +47,22 @@ def authenticate(session: Session, token: str) -> Principal:
         )
     ).one_or_none()
     if device is not None and hashes_match(device.token_hash, token):
-        now = utcnow()
-        if now - device.last_seen >= LAST_SEEN_RESOLUTION:
-            session.execute(
-                update(DeviceRow).where(DeviceRow.seq == device.seq).values(last_seen=now)
-            )
-        return DevicePrincipal(seq=device.seq, device_id=device.device_id)
+        return DevicePrincipal(
+            seq=device.seq, device_id=device.device_id, last_seen=device.last_seen
+        )
     raise Unauthorized(
         "The bearer token is not valid (unknown, revoked, or mistyped). Use an admin key from "
         "`tandem admin create-key`, or the device token returned by POST /v1/devices."
+    )
+
+
+def needs_last_seen(principal: DevicePrincipal) -> bool:
+    return principal.last_seen is None or utcnow() - principal.last_seen >= LAST_SEEN_RESOLUTION
+
+
+def touch_last_seen(session: Session, principal: DevicePrincipal) -> None:
+    session.execute(
+        update(DeviceRow).where(DeviceRow.seq == principal.seq).values(last_seen=utcnow())
     )
 
 

@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from cloud.blobs.service import readable_blob
 from cloud.core.blobstore import InvalidDigest, is_sha256
-from cloud.core.deps import Context, CurrentPrincipal, DbSession
+from cloud.core.deps import Context, CurrentPrincipal
 from cloud.core.errors import InvalidRange
 from cloud.core.http_range import parse_range
 
@@ -49,7 +49,7 @@ def serve_blob(request: Request, context: Context, sha256: str, media_type: str)
 
 @router.get("/{sha256}", response_class=StreamingResponse)
 def download_blob(
-    sha256: str, request: Request, principal: CurrentPrincipal, context: Context, session: DbSession
+    sha256: str, request: Request, principal: CurrentPrincipal, context: Context
 ) -> Response:
     """Download a blob (an ONNX model, a task bundle) by its sha256. Supports `Range`
     (single ranges) and `If-None-Match`; responses are immutable and cacheable for a year.
@@ -58,5 +58,7 @@ def download_blob(
         raise InvalidDigest(
             f"{sha256[:80]!r} is not a sha256 digest (64 lowercase hex characters)."
         )
-    row = readable_blob(session, sha256, principal)
+    # A short read: no transaction stays open while the bytes stream out.
+    with context.db.session(write=False) as session:
+        row = readable_blob(session, sha256, principal)
     return serve_blob(request, context, row.sha256, row.media_type)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cloud.auth.cache import AuthCache
 from cloud.core.blobstore import BlobStore
 from cloud.core.broker import Broker, InProcessBroker
 from cloud.core.db import Database, make_engine
 from cloud.core.observability import HttpMetrics
 from cloud.core.redis_broker import RedisBroker
 from cloud.core.settings import Settings
+from cloud.core.signing import PlatformKey
 
 
 @dataclass
@@ -22,6 +24,15 @@ class CloudContext:
     broker: Broker
     blobs: BlobStore
     metrics: HttpMetrics = field(default_factory=HttpMetrics)
+    auth_cache: AuthCache = field(default_factory=AuthCache)
+    _platform_key: PlatformKey | None = None
+
+    @property
+    def platform_key(self) -> PlatformKey:
+        """The signing key, loaded (or created) on first use from the data directory."""
+        if self._platform_key is None:
+            self._platform_key = PlatformKey.load_or_create(self.settings.key_dir)
+        return self._platform_key
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CloudContext:

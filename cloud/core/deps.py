@@ -7,14 +7,19 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from cloud.auth.principal import AdminPrincipal, DevicePrincipal, Principal
-from cloud.auth.service import authenticate
+from cloud.auth.service import authenticate, needs_last_seen, touch_last_seen
 from cloud.core.context import CloudContext
 from cloud.core.errors import Forbidden, Unauthorized
+from cloud.core.secrets import hash_token
+
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
+# the thread pool, and a hop there costs more than the work itself.
 
 
-def get_context(request: Request) -> CloudContext:
+async def get_context(request: Request) -> CloudContext:
     context: CloudContext = request.app.state.context
     return context
 
@@ -31,6 +36,15 @@ def get_session(context: Context) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session)]
 
 
+def get_read_session(context: Context) -> Iterator[Session]:
+    """A read-only transaction: on SQLite it does not queue for the write lock."""
+    with context.db.session(write=False) as session:
+        yield session
+
+
+ReadSession = Annotated[Session, Depends(get_read_session)]
+
+
 def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -44,23 +58,38 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def get_principal(request: Request, context: Context) -> Principal:
+def _authenticate(context: CloudContext, token: str) -> Principal:
+    with context.db.session(write=False) as session:
+        principal = authenticate(session, token)
+    if isinstance(principal, DevicePrincipal) and needs_last_seen(principal):
+        # Its own short write, at most once a minute per device, committed even if the
+        # handler then fails.
+        with context.db.session() as session:
+            touch_last_seen(session, principal)
+    return principal
+
+
+async def get_principal(request: Request, context: Context) -> Principal:
+    """The caller, from the per-replica cache or (once a minute per token) the database."""
     token = bearer_token(request)
-    # A short session of its own: authentication commits last_seen even if the handler fails.
-    with context.db.session() as session:
-        return authenticate(session, token)
+    digest = hash_token(token)
+    principal = context.auth_cache.get(digest)
+    if principal is None:
+        principal = await run_in_threadpool(_authenticate, context, token)
+        context.auth_cache.put(digest, principal)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_admin(principal: CurrentPrincipal) -> AdminPrincipal:
+async def require_admin(principal: CurrentPrincipal) -> AdminPrincipal:
     if not isinstance(principal, AdminPrincipal):
         raise Forbidden("This endpoint needs an admin key; device tokens may not call it.")
     return principal
 
 
-def require_device(principal: CurrentPrincipal) -> DevicePrincipal:
+async def require_device(principal: CurrentPrincipal) -> DevicePrincipal:
     if not isinstance(principal, DevicePrincipal):
         raise Forbidden(
             "This endpoint answers for the calling device and needs a device token; "

@@ -119,3 +119,45 @@ class InvalidModel(InvalidInput):
 class ServiceUnavailable(TandemError):
     status_code = 503
     code = "service_unavailable"
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+
+class TaskVersionNotFound(NotFound):
+    code = "task_version_not_found"
+
+
+class TaskVersionExists(Conflict):
+    code = "task_version_exists"
+
+
+class InvalidTaskBundle(InvalidInput):
+    code = "invalid_bundle"
+
+
+class DeploymentNotFound(NotFound):
+    code = "deployment_not_found"
+
+
+class UnknownTaskVersion(InvalidInput):
+    """A device reported status for a task version that was never published."""
+
+    code = "unknown_task_version"
+
+
+class EnrollmentKeyExpired(Forbidden):
+    code = "enrollment_key_expired"
+
+
+class EnrollmentKeyExhausted(Forbidden):
+    """An enrollment key that has enrolled its ``max_devices``."""
+
+    code = "enrollment_key_exhausted"
+
+
+class ModelTargetMismatch(Conflict):
+    """An upload whose target differs from the one its model name already has."""
+
+    code = "model_target_mismatch"

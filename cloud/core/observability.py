@@ -69,6 +69,11 @@ class HttpMetrics:
         self.in_flight = Gauge(
             "tandem_http_requests_in_flight", "Requests being handled now.", registry=self.registry
         )
+        self.device_streams = Gauge(
+            "tandem_device_streams_open",
+            "Device event streams open on this replica.",
+            registry=self.registry,
+        )
 
 
 def _route_template(scope: Scope) -> str:

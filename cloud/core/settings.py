@@ -51,6 +51,18 @@ class Settings(BaseSettings):
         default=None, description="Bootstrap admin key, kept (hashed) in sync on every start."
     )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    stream_heartbeat_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Idle time before a device stream sends a heartbeat.",
+    )
+    deploy_sweep_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="How often gates and unfinished rollouts are checked.",
+    )
     log_level: str = "INFO"
     log_requests: bool = True
 

@@ -46,6 +46,7 @@ from pydantic import (
     Field,
     StringConstraints,
     Tag,
+    TypeAdapter,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -74,6 +75,8 @@ __all__ = [
     "compile_target",
     "describe",
     "matches",
+    "target_adapter",
+    "target_json",
 ]
 
 MAX_DEPTH = 8
@@ -304,6 +307,15 @@ Target: TypeAlias = Annotated[
 
 for _kind in (AllOf, AnyOf, Not):
     _kind.model_rebuild()
+
+target_adapter: TypeAdapter[Target] = TypeAdapter(Target)
+"""Validates and serialises a target held outside a schema, e.g. one stored as JSON."""
+
+
+def target_json(target: Target) -> dict[str, Any]:
+    """The JSON form of ``target`` (with its ``in``/``not`` keys), for storage."""
+    value: dict[str, Any] = target_adapter.dump_python(target, mode="json", by_alias=True)
+    return value
 
 
 def compile_target(target: Target) -> Matcher:

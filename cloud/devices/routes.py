@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from cloud.core.deps import Admin, Context, CurrentDevice, DbSession
+from cloud.auth.cache import revoke
+from cloud.core.deps import Admin, Context, CurrentDevice, ReadSession
+from cloud.deploy.materialize import Changed, materialize_device
+from cloud.deploy.nudges import send_nudges
 from cloud.devices import service
 from cloud.devices.schemas import DevicePage
 from cloud.events.publisher import publish_event_from_thread
@@ -25,7 +29,14 @@ def register_device(body: RegisterDeviceRequest, context: Context) -> RegisterDe
     """Register a device with an enrollment key. The returned `token` is the device's bearer
     credential from now on; it is shown once and the cloud keeps only its hash."""
     with context.db.session() as session:
-        registered = service.register(session, body.enrollment_key, body.attributes)
+        registered = service.register(
+            session,
+            body.enrollment_key,
+            body.attributes,
+            public_key=context.platform_key.public_key_b64,
+        )
+        # Deployments released before this device existed reach it at once.
+        materialize_device(session, service.get(session, registered.device_id).seq)
     publish_event_from_thread(
         context.broker, "device.registered", {"device_id": registered.device_id}
     )
@@ -35,7 +46,7 @@ def register_device(body: RegisterDeviceRequest, context: Context) -> RegisterDe
 @router.get("")
 def list_devices(
     _admin: Admin,
-    session: DbSession,
+    session: ReadSession,
     platform: Annotated[str | None, Query(max_length=32)] = None,
     os_version: Annotated[str | None, Query(max_length=32)] = None,
     app_version: Annotated[str | None, Query(max_length=32)] = None,
@@ -62,27 +73,43 @@ def list_devices(
 
 
 @router.get("/me")
-def read_me(device: CurrentDevice, session: DbSession) -> DeviceInfo:
+def read_me(device: CurrentDevice, session: ReadSession) -> DeviceInfo:
     """The calling device's own record. A device can read only itself."""
     return service.to_info(service.get_by_seq(session, device.seq))
 
 
 @router.put("/me/attributes")
-def update_my_attributes(
-    body: DeviceAttributes, device: CurrentDevice, session: DbSession
+async def update_my_attributes(
+    body: DeviceAttributes, device: CurrentDevice, context: Context
 ) -> DeviceInfo:
-    """Replace the calling device's attributes, e.g. after an app update changes app_version."""
-    return service.to_info(service.update_attributes(session, device.seq, body))
+    """Replace the calling device's attributes, e.g. after an app update changes app_version.
+    Deployments targeting the new attributes apply at once (the device is nudged)."""
+
+    def update() -> tuple[DeviceInfo, Changed | None]:
+        with context.db.session() as session:
+            row = service.update_attributes(session, device.seq, body)
+            return service.to_info(row), materialize_device(session, row.seq)
+
+    info, changed = await run_in_threadpool(update)
+    if changed is not None:
+        await send_nudges(context.broker, [changed])
+    return info
 
 
 @router.get("/{device_id}")
-def read_device(device_id: str, _admin: Admin, session: DbSession) -> DeviceInfo:
+def read_device(device_id: str, _admin: Admin, session: ReadSession) -> DeviceInfo:
     """One device, by id."""
     return service.to_info(service.get(session, device_id))
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
-def remove_device(device_id: str, _admin: Admin, session: DbSession) -> Response:
-    """Remove a device; its token stops working at once."""
-    service.remove(session, device_id)
+async def remove_device(device_id: str, _admin: Admin, context: Context) -> Response:
+    """Remove a device; its token stops working at once, on every replica."""
+
+    def remove() -> str:
+        with context.db.session() as session:
+            return service.remove(session, device_id)
+
+    token_hash = await run_in_threadpool(remove)
+    await revoke(context.broker, context.auth_cache, token_hash)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

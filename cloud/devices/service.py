@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from dataclasses import dataclass, field
 
@@ -12,15 +9,13 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from cloud.auth.service import redeem_enrollment_key
-from cloud.core.errors import DeviceNotFound, InvalidCursor
+from cloud.core.errors import DeviceNotFound
+from cloud.core.pagination import decode_cursor, encode_cursor
 from cloud.core.secrets import TokenKind, hash_token, new_token
 from cloud.devices.tables import DeviceRow, DeviceTagRow
 from device_sdk.wire import DeviceAttributes, DeviceInfo, RegisterDeviceResponse
 
 MAX_PAGE = 500
-_FOREIGN_CURSOR = (
-    "The cursor is not one this server issued; pass next_cursor from the previous page unchanged."
-)
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,7 @@ def _apply_attributes(row: DeviceRow, attributes: DeviceAttributes) -> None:
 
 
 def register(
-    session: Session, enrollment_key: str, attributes: DeviceAttributes
+    session: Session, enrollment_key: str, attributes: DeviceAttributes, *, public_key: str
 ) -> RegisterDeviceResponse:
     key = redeem_enrollment_key(session, enrollment_key)
     token = new_token(TokenKind.device)
@@ -73,7 +68,9 @@ def register(
     _apply_attributes(row, attributes)
     session.add(row)
     session.flush()
-    return RegisterDeviceResponse(**to_info(row).model_dump(), token=token)
+    return RegisterDeviceResponse(
+        **to_info(row).model_dump(), token=token, platform_public_key=public_key
+    )
 
 
 def get_by_seq(session: Session, seq: int) -> DeviceRow:
@@ -99,23 +96,11 @@ def update_attributes(session: Session, seq: int, attributes: DeviceAttributes) 
     return row
 
 
-def remove(session: Session, device_id: str) -> None:
-    session.delete(get(session, device_id))
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": seq}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        after = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))["after"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError) as exc:
-        raise InvalidCursor(_FOREIGN_CURSOR) from exc
-    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise InvalidCursor(_FOREIGN_CURSOR)
-    return after
+def remove(session: Session, device_id: str) -> str:
+    """Delete a device; returns its token's hash, for revoking cached credentials."""
+    row = get(session, device_id)
+    session.delete(row)
+    return row.token_hash
 
 
 def _filtered(filters: DeviceFilter) -> Select[DeviceRow]:

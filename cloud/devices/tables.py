@@ -27,6 +27,8 @@ class DeviceRow(Base):
     region: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Grows whenever the device's desired state changes; it is the ETag of that state.
+    desired_rev: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     tags: Mapped[list[DeviceTagRow]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="DeviceTagRow.tag"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from alembic import context
 
+from cloud.core.db import WRITE_OPTION
 from cloud.tables import metadata
 
 config = context.config
-engine = config.attributes["engine"]
+# A write transaction: on SQLite the whole migration commits or rolls back as one.
+engine = config.attributes["engine"].execution_options(**{WRITE_OPTION: True})
 
 with engine.connect() as connection:
     context.configure(

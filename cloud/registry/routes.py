@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Path, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
-from cloud.core.deps import Admin, Context, DbSession
+from cloud.core.deps import Admin, Context, ReadSession
 from cloud.events.publisher import publish_event
 from cloud.registry import service
 from cloud.registry.schemas import (
@@ -55,13 +55,13 @@ async def upload_model(
 
 
 @router.get("")
-def list_models(_admin: Admin, session: DbSession) -> ModelList:
+def list_models(_admin: Admin, session: ReadSession) -> ModelList:
     """Every registered model name with its latest version."""
     return ModelList(items=service.list_models(session))
 
 
 @router.get("/{name}")
-def read_model(name: NamePath, _admin: Admin, session: DbSession) -> ModelDetail:
+def read_model(name: NamePath, _admin: Admin, session: ReadSession) -> ModelDetail:
     """A model and all its versions, oldest first."""
     rows = service.versions_of(session, name)
     return ModelDetail(
@@ -71,7 +71,7 @@ def read_model(name: NamePath, _admin: Admin, session: DbSession) -> ModelDetail
 
 @router.get("/{name}/versions/{version}")
 def read_model_version(
-    name: NamePath, version: Annotated[int, Path(ge=1)], _admin: Admin, session: DbSession
+    name: NamePath, version: Annotated[int, Path(ge=1)], _admin: Admin, session: ReadSession
 ) -> ModelVersionOut:
     """One version of a model: digest, size, signature, metrics."""
     return service.to_out(service.get_version(session, name, version))

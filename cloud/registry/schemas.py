@@ -12,10 +12,14 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from cloud.core.errors import InvalidInput
 
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 ModelName = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$"),
+    str, StringConstraints(min_length=1, max_length=64, pattern=MODEL_NAME_PATTERN)
 ]
+# Free text, on several lines if need be: every control character but tab, LF and CR (which
+# browsers send for a newline) is refused. A NUL in particular cannot go into PostgreSQL text.
+DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+ModelDescription = Annotated[str, StringConstraints(max_length=500, pattern=DESCRIPTION_PATTERN)]
 
 
 class Target(StrEnum):
@@ -82,11 +86,19 @@ def parse_metrics(raw: str | None) -> dict[str, float]:
     for key, number in value.items():
         if not isinstance(key, str) or not 0 < len(key) <= 64:
             raise InvalidInput("metrics names must be strings of 1-64 characters.")
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, int | float)
-            or not math.isfinite(number)
-        ):
-            raise InvalidInput(f"metrics[{key!r}] must be a finite number.")
-        metrics[key] = float(number)
+        metrics[key] = _finite_float(key, number)
     return metrics
+
+
+def _finite_float(key: str, number: Any) -> float:
+    problem = InvalidInput(f"metrics[{key!r}] must be a finite number that fits in a float.")
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        raise problem
+    try:
+        # JSON integers are unbounded: one past float range raises rather than becoming inf.
+        converted = float(number)
+    except OverflowError:
+        raise problem from None
+    if not math.isfinite(converted):
+        raise problem
+    return converted

@@ -1,0 +1,1 @@
+"""Task bundles: publishing, signing, versions."""

@@ -1,0 +1,263 @@
+"""The facade an app embeds: one ``Device`` per data directory."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+import httpx
+
+from device_sdk._client import CloudClient
+from device_sdk._errors import IdentityMismatch
+from device_sdk._installer import Installer
+from device_sdk._reconcile import Reconciler
+from device_sdk._records import Identity, InstalledTask, VersionState
+from device_sdk._store import DeviceStore
+from device_sdk._sync import SyncAgent
+from device_sdk.wire import DeviceAttributes, RegisterDeviceRequest
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """A snapshot of the device's sync: who it is, whether it is connected, what runs.
+
+    ``desired_rev`` is the revision of the last desired state fetched; ``installed`` maps
+    each active task to its version; ``unsent_reports`` counts status reports waiting for
+    the cloud; ``last_error`` is the latest sync problem (None after a clean pass).
+    """
+
+    device_id: str | None
+    running: bool
+    stream_connected: bool
+    desired_rev: int | None
+    installed: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    unsent_reports: int = 0
+    last_error: Exception | None = None
+
+
+class Device:
+    """A device of a Tandem cloud: registers once, then keeps its tasks in sync.
+
+    Everything the device keeps lives in ``data_dir``: its identity, the installed task
+    versions and the status reports not yet delivered (``data_dir/device.db``), and the
+    tasks' files (``data_dir/tasks``). Sync runs in background threads between
+    :meth:`start` and :meth:`stop`; installed tasks stay usable while the cloud is away.
+
+    ``fallback_interval_s`` is how often the device checks its desired state without a
+    nudge (a lost nudge delays a release at most this long); ``heartbeat_timeout_s`` is
+    how long the event stream may stay silent before the device reconnects.
+    """
+
+    def __init__(
+        self,
+        cloud_url: str,
+        *,
+        enrollment_key: str,
+        data_dir: str | os.PathLike[str],
+        attributes: DeviceAttributes | Mapping[str, Any] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        fallback_interval_s: float = 21600.0,
+        heartbeat_timeout_s: float = 45.0,
+    ) -> None:
+        if fallback_interval_s <= 0 or heartbeat_timeout_s <= 0:
+            raise ValueError(
+                "fallback_interval_s and heartbeat_timeout_s must be positive, got "
+                f"{fallback_interval_s} and {heartbeat_timeout_s}."
+            )
+        self.cloud_url = cloud_url.rstrip("/")
+        self.data_dir = Path(data_dir).expanduser()
+        self._enrollment_key = enrollment_key
+        self._attributes = DeviceAttributes.model_validate(attributes or {})
+        self._transport = transport
+        self._fallback_interval_s = fallback_interval_s
+        self._heartbeat_timeout_s = heartbeat_timeout_s
+        self._lifecycle = threading.Lock()
+        self._store_lock = threading.RLock()
+        self._store: DeviceStore | None = None
+        self._client: CloudClient | None = None
+        self._agent: SyncAgent | None = None
+        self._changed = threading.Condition()
+        self._generation = 0
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register with the cloud if this data directory has no identity yet, then start
+        syncing in the background. Calling it on a running device does nothing.
+
+        Raises :class:`RegistrationRefused` for a refused enrollment key,
+        :class:`CloudUnavailable` if the first registration cannot reach the cloud, and
+        :class:`IdentityMismatch` if ``data_dir`` belongs to a device of another cloud.
+        """
+        with self._lifecycle:
+            if self._agent is not None and self._agent.running:
+                return
+            with self._store_lock:
+                store = self._open_store()
+            client = CloudClient(
+                self.cloud_url,
+                transport=self._transport,
+                heartbeat_timeout_s=self._heartbeat_timeout_s,
+            )
+            try:
+                identity = self._identity(store, client)
+                client.token = identity.token
+                installer = Installer(self.data_dir, store)
+                installer.sweep()
+            except BaseException:
+                client.close()
+                raise
+            self._client = client
+            reconciler = Reconciler(
+                client,
+                store,
+                installer,
+                downloads_dir=self.data_dir / "downloads",
+                public_key=identity.platform_public_key,
+                failed_retry_max_s=self._fallback_interval_s,
+            )
+            self._agent = SyncAgent(
+                client,
+                store,
+                reconciler,
+                fallback_interval_s=self._fallback_interval_s,
+                on_change=self._notify,
+            )
+            self._agent.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop syncing; waits up to ``timeout_s`` for the background threads to end."""
+        with self._lifecycle:
+            if self._agent is not None:
+                self._agent.stop(timeout_s)
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            with self._store_lock:
+                if self._store is not None:
+                    self._store.close()
+                    self._store = None
+
+    def __enter__(self) -> Device:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- what the app asks ----------------------------------------------------------
+
+    def status(self) -> DeviceStatus:
+        """A snapshot of identity, connection, desired revision, active tasks, last error."""
+        agent = self._agent
+        with self._reading() as store:
+            identity = store.identity()
+            cached = store.cached_desired()
+            installed = store.active_versions()
+            unsent = store.count_pending_reports()
+        return DeviceStatus(
+            device_id=None if identity is None else identity.device_id,
+            running=agent is not None and agent.running,
+            stream_connected=agent is not None and agent.stream_connected,
+            desired_rev=None if cached is None else cached.state.rev,
+            installed=MappingProxyType(installed),
+            unsent_reports=unsent,
+            last_error=None if agent is None else agent.last_error,
+        )
+
+    def installed_tasks(self) -> list[InstalledTask]:
+        """Every task version the device knows: active, kept for rollback, or failed."""
+        with self._reading() as store:
+            return store.versions()
+
+    def task_path(self, name: str) -> Path | None:
+        """The directory of the active version of task ``name``, or None if none is active."""
+        with self._reading() as store:
+            versions = store.versions(name)
+        for version in versions:
+            if version.state is VersionState.active and version.path is not None:
+                return version.path if version.path.is_dir() else None
+        return None
+
+    def wait_for(
+        self, condition: Callable[[DeviceStatus], bool], *, timeout_s: float
+    ) -> DeviceStatus:
+        """Block until ``condition(self.status())`` holds and return that status; raises
+        ``TimeoutError`` after ``timeout_s``. Handy in tests and on an app's first start."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._changed:
+                generation = self._generation
+            status = self.status()
+            if condition(status):
+                return status
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"The device did not reach the awaited state within {timeout_s} s; "
+                    f"last status: {status}."
+                )
+            with self._changed:
+                if self._generation == generation:
+                    self._changed.wait(remaining)
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _identity(self, store: DeviceStore, client: CloudClient) -> Identity:
+        identity = store.identity()
+        if identity is not None:
+            if identity.cloud_url != self.cloud_url:
+                raise IdentityMismatch(
+                    f"{self.data_dir} holds device {identity.device_id} of the cloud at "
+                    f"{identity.cloud_url}, not {self.cloud_url}; pass that cloud_url, or "
+                    "another data_dir for a device of this cloud."
+                )
+            return identity
+        registered = client.register(
+            RegisterDeviceRequest(enrollment_key=self._enrollment_key, attributes=self._attributes)
+        )
+        identity = Identity(
+            device_id=registered.device_id,
+            token=registered.token,
+            platform_public_key=registered.platform_public_key,
+            cloud_url=self.cloud_url,
+            registered_at=datetime.now(UTC),
+        )
+        store.save_identity(identity)
+        return identity
+
+    def _open_store(self) -> DeviceStore:
+        if self._store is None:
+            self._store = DeviceStore(self.data_dir / "device.db")
+        return self._store
+
+    @contextmanager
+    def _reading(self) -> Iterator[DeviceStore]:
+        # A stopped device opens the store just for the read, so it holds no file open.
+        with self._store_lock:
+            if self._store is not None:
+                yield self._store
+                return
+            store = DeviceStore(self.data_dir / "device.db")
+            try:
+                yield store
+            finally:
+                store.close()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
