@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,9 @@ def pack(directory: Path) -> tuple[TaskManifest, bytes]:
             raise InvalidBundle(f"{relative} is a symbolic link; bundles hold regular files only.")
         if path.is_file() and relative.as_posix() != MANIFEST_NAME:
             files[relative.as_posix()] = path.read_bytes()
-    digests = {name: FileDigest(sha256=_sha256(data), size=len(data)) for name, data in files.items()}
+    digests = {
+        name: FileDigest(sha256=_sha256(data), size=len(data)) for name, data in files.items()
+    }
     try:
         manifest = TaskManifest.model_validate({**source, "files": digests})
     except ValidationError as exc:
@@ -118,30 +121,23 @@ def read(data: bytes, *, max_unpacked_bytes: int = 1 << 30) -> Bundle:
     does not list, listed files that are missing, digests that differ, and archives that
     unpack to more than ``max_unpacked_bytes`` (a decompression bomb).
     """
-    try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InvalidBundle(f"Not a task bundle (expected a .tar.gz): {exc}.") from exc
+    tar_bytes = _inflate(data, max_unpacked_bytes)
     contents: dict[str, bytes] = {}
-    unpacked = 0
     try:
-        with tar:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
             for member in tar:
                 if not member.isfile():
                     raise InvalidBundle(f"Bundle member {member.name!r} is not a regular file.")
                 if member.name in contents:
                     raise InvalidBundle(f"Bundle member {member.name!r} appears twice.")
-                if len(contents) > MAX_BUNDLE_FILES:
+                if len(contents) >= MAX_BUNDLE_FILES:
                     raise InvalidBundle(f"Bundle holds more than {MAX_BUNDLE_FILES} files.")
-                unpacked += member.size
-                if unpacked > max_unpacked_bytes:
-                    raise InvalidBundle(f"Bundle unpacks to more than {max_unpacked_bytes} bytes.")
                 extracted = tar.extractfile(member)
                 if extracted is None:
                     raise InvalidBundle(f"Bundle member {member.name!r} cannot be read.")
                 contents[member.name] = extracted.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InvalidBundle(f"The bundle is truncated or corrupt: {exc}.") from exc
+        raise InvalidBundle(f"Not a task bundle (expected a .tar.gz): {exc}.") from exc
     manifest_bytes = contents.pop(MANIFEST_NAME, None)
     if manifest_bytes is None:
         raise InvalidBundle(f"The bundle has no {MANIFEST_NAME}.")
@@ -152,6 +148,29 @@ def read(data: bytes, *, max_unpacked_bytes: int = 1 << 30) -> Bundle:
     check_files(manifest, contents)
     check_references(manifest)
     return Bundle(manifest=manifest, files=contents)
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    """The whole gzip stream, inflated with a bound, its trailer (CRC, length) checked.
+
+    Inflating before tarfile parses anything bounds everything tarfile may hold in memory
+    (pax and long-name headers included), and a truncated download fails here rather than
+    passing as a shorter archive.
+    """
+    parts: list[bytes] = []
+    size = 0
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            while chunk := stream.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise InvalidBundle(f"Bundle unpacks to more than {limit} bytes.")
+                parts.append(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InvalidBundle(
+            f"Not a task bundle (expected a complete .tar.gz; it may be truncated): {exc}."
+        ) from exc
+    return b"".join(parts)
 
 
 def check_files(manifest: TaskManifest, files: dict[str, bytes]) -> None:

@@ -7,10 +7,6 @@ pinned a version always gets the same bytes.
 
 from __future__ import annotations
 
-import gzip
-import io
-import zlib
-
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -95,35 +91,10 @@ def publish_task(
 
 
 def _read_bundle(data: bytes, max_unpacked_bytes: int) -> TaskManifest:
-    _check_gzip_stream(data, max_unpacked_bytes)
     try:
         return bundle.read(data, max_unpacked_bytes=max_unpacked_bytes).manifest
     except InvalidBundle as exc:
         raise InvalidTaskBundle(str(exc)) from exc
-
-
-def _check_gzip_stream(data: bytes, max_unpacked_bytes: int) -> None:
-    """Inflate the whole stream, bounded, before tarfile parses any of it.
-
-    ``bundle.read`` counts only member sizes, but tarfile loads pax and GNU long-name
-    headers whole, so a tiny upload with a huge header would exhaust memory. And tarfile
-    stops at the end-of-archive marker, never checking the gzip trailer, so a bundle cut
-    short there would be stored although ``gunzip`` refuses it.
-    """
-    inflated = 0
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            while chunk := stream.read(_GUNZIP_CHUNK):
-                inflated += len(chunk)
-                if inflated > max_unpacked_bytes:
-                    raise InvalidTaskBundle(
-                        f"The bundle unpacks to more than {max_unpacked_bytes} bytes; "
-                        "publish a smaller task (keep large models in the model registry)."
-                    )
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InvalidTaskBundle(
-            f"Not a complete .tar.gz task bundle ({exc}); make one with `tandem task pack`."
-        ) from exc
 
 
 def _refuse_published(session: Session, name: str, version: int) -> None:

@@ -145,11 +145,6 @@ def test_read_refuses_a_truncated_bundle(tmp_path: Path) -> None:
             bundle.read(data[:cut])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bundle.read stops at tar's end-of-archive marker and never checks the gzip "
-    "trailer; the cloud refuses such uploads itself (cloud/tasks/service.py)",
-)
 def test_read_refuses_a_bundle_missing_its_gzip_trailer(tmp_path: Path) -> None:
     """A bundle cut short in its gzip trailer (CRC and length) is refused."""
     data = packed(tmp_path)
