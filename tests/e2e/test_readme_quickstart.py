@@ -17,10 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def quickstart_script() -> str:
+    """Every README block marked `<!-- quickstart ... -->`, in order, as one script."""
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- quickstart:.*?-->\s*```bash\n(.*?)```", readme, re.S)
-    assert match, "README.md lost its quickstart block"
-    return match.group(1)
+    blocks = re.findall(r"<!-- quickstart.*?-->\s*```bash\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2, "README.md lost its quickstart blocks"
+    return "\n".join(blocks)
 
 
 def test_readme_quickstart_runs(tmp_path: Path) -> None:
@@ -49,3 +50,4 @@ def test_readme_quickstart_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{log}"
     assert "downloaded model matches" in result.stdout
     assert '"platform":"android"' in result.stdout
+    assert '"state":"rolled_back"' in result.stdout
