@@ -27,7 +27,9 @@ import platform
 import random
 import resource
 import secrets
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +63,8 @@ class SimDevice:
     active_at: float | None = None
     connected_at: float | None = None
     release_requests: int = 0
+    # When each step of the release finished (monotonic), for the phase breakdown.
+    phases: dict[str, float] = field(default_factory=dict)
     idle_requests: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -81,10 +85,12 @@ class SimDevice:
     async def install(self, state: dict[str, Any]) -> None:
         """Download, verify (digest and signature) and report each new task: the device's
         side of a release, as the SDK does it."""
+        self.phases.setdefault("desired", time.monotonic())
         for task in state["tasks"]:
             response = await self.conn.request(
                 "GET", f"/v1/bundles/{task['bundle_sha256']}", headers=self.auth
             )
+            self.phases.setdefault("bundle", time.monotonic())
             if hashlib.sha256(response.body).hexdigest() != task["bundle_sha256"]:
                 self.errors.append("bundle digest mismatch")
                 continue
@@ -152,6 +158,8 @@ class PushFleet:
             ):
                 if event.get("event") != "desired":
                     continue
+                if self.released:
+                    device.phases.setdefault("nudge", time.monotonic())
                 if first:
                     device.connected_at = time.monotonic()
                 before = device.conn.requests
@@ -221,6 +229,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def phase_times(devices: list[SimDevice], released_at: float, q: float) -> dict[str, float]:
+    """When each step of the release finished, as a quantile over devices (s after release)."""
+    return {
+        phase: round(
+            percentile([d.phases[p] - released_at for d in devices if (p := phase) in d.phases], q),
+            3,
+        )
+        for phase in ("nudge", "desired", "bundle")
+    }
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
 def task_dir(root: Path) -> Path:
     directory = root / "task"
     directory.mkdir()
@@ -236,8 +259,8 @@ def task_dir(root: Path) -> Path:
     return directory
 
 
-async def wait_for(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Any, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if predicate():
             return True
@@ -247,7 +270,7 @@ async def wait_for(predicate: Any, timeout: float) -> bool:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(7)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     n, n_poll, n_offline = args.devices, args.poll_devices, args.offline_devices
     with tempfile.TemporaryDirectory() as tmp:
@@ -274,16 +297,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             push = PushFleet(host, port, await register(host, port, key, n))
             poll = PollFleet(await register(host, port, key, n_poll), args.poll_interval, rng)
             offline = await register(host, port, key, n_offline)
-            print(
-                f"registered {n + n_poll + n_offline} devices in {time.monotonic() - started:.1f} s",
-                file=sys.stderr,
-            )
+            took = time.monotonic() - started
+            print(f"registered {n + n_poll + n_offline} devices in {took:.1f} s", file=sys.stderr)
             push.start()
             poll.start()
             await asyncio.wait_for(push.all_ready.wait(), timeout=120)
             await asyncio.sleep(args.idle_s)  # the idle window: nothing is released
             idle_push = sum(d.idle_requests for d in push.devices)
 
+            spy = None
+            if args.profile:
+                # py-spy on the server during the release only: profile before optimising.
+                spy = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-p",
+                        str(server.process.pid),
+                        "-o",
+                        args.profile,
+                        "-f",
+                        "raw",
+                        "-d",
+                        "30",
+                        "-r",
+                        "200",
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                await asyncio.sleep(1.0)
             push.released = True
             released_at = time.monotonic()
             poll.released_at = released_at
@@ -295,14 +339,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             response.raise_for_status()
             release_call_s = time.monotonic() - released_at
-            await wait_for(lambda: all(d.active_at for d in push.devices), timeout=60)
+            await wait_for(lambda: all(d.active_at for d in push.devices), within_s=60)
             push_latencies = [d.active_at - released_at for d in push.devices if d.active_at]
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait()
 
             # Devices that were offline at the release connect now and must converge.
             late = PushFleet(host, port, offline)
             late.released = True
             late.start()
-            await wait_for(lambda: all(d.active_at for d in offline), timeout=30)
+            await wait_for(lambda: all(d.active_at for d in offline), within_s=30)
             late_latencies = [
                 d.active_at - d.connected_at for d in offline if d.active_at and d.connected_at
             ]
@@ -345,9 +392,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "idle_measured_push_requests": idle_push,
         "heartbeats_per_device_hour": 3600 / 15,
+        "phases_p50_s": phase_times(push.devices, released_at, 0.5),
+        "phases_p99_s": phase_times(push.devices, released_at, 0.99),
         "errors": len(errors),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "server": f"tandem serve, {args.workers} worker(s), {'PostgreSQL' if args.database_url else 'SQLite'}, "
+        "machine": machine(),
+        "server": f"tandem serve, {args.workers} worker(s), "
+        f"{'PostgreSQL' if args.database_url else 'SQLite'}, "
         f"{'Redis' if args.redis_url else 'in-process broker'}",
     }
 
@@ -384,7 +434,8 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"{name:36} {ours!s:>12} {peer!s:>12} {ratio:>8} {target:>8}")
     print(
         f"offline devices: p99 {r['offline_p99_convergence_s']} s from connect to active; "
-        f"errors: {r['errors']}; heartbeats: {r['heartbeats_per_device_hour']:.0f}/device-hour on the stream"
+        f"errors: {r['errors']}; "
+        f"heartbeats: {r['heartbeats_per_device_hour']:.0f}/device-hour on the stream"
     )
 
 
@@ -405,6 +456,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--profile", default=None, help="write a py-spy raw profile of the release")
     args = parser.parse_args()
     args.devices = args.devices or (500 if args.quick else 2000)
     args.poll_devices = (

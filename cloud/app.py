@@ -18,12 +18,13 @@ from cloud.auth.service import sync_bootstrap_key
 from cloud.blobs.routes import router as blob_router
 from cloud.core.body_limit import BodyLimitMiddleware
 from cloud.core.context import CloudContext
-from cloud.core.handlers import install_error_handlers
+from cloud.core.handlers import ERROR_RESPONSES, install_error_handlers
 from cloud.core.observability import ObservabilityMiddleware, configure_logging
 from cloud.core.settings import Settings
 from cloud.deploy.device_routes import router as device_sync_router
 from cloud.deploy.rollout import Sweeper
 from cloud.deploy.routes import router as deployment_router
+from cloud.deploy.status_writer import StatusWriter
 from cloud.devices.routes import router as device_router
 from cloud.events.routes import router as event_router
 from cloud.migrations import upgrade
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "data_dir": str(settings.data_dir),
             },
         )
+        app.state.status_writer = StatusWriter(context.db)
         sweeper = Sweeper(context)
         sweeper.start()
         revocations = asyncio.create_task(follow_revocations(context.broker, context.auth_cache))
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await revocations
             await sweeper.stop()
+            await app.state.status_writer.close()
             await context.broker.close()
             context.db.dispose()
 
@@ -98,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blob_router,
         event_router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     # The last added is the outermost: every response, a 413 included, is counted and logged.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(

@@ -14,8 +14,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+# Text the cloud stores or queries by holds no control characters: PostgreSQL text cannot
+# hold NUL, and none belongs in a one-line value. Multi-line text may keep tab, LF and CR.
+ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+_MULTILINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=32, strip_whitespace=True)]
+ShortText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=32, strip_whitespace=True, pattern=ONE_LINE_PATTERN),
+]
+_DeviceModelText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=ONE_LINE_PATTERN),
+]
 
 
 class Request(BaseModel):
@@ -32,9 +44,7 @@ class DeviceAttributes(Request):
     platform: ShortText | None = Field(default=None, examples=["android"])
     os_version: ShortText | None = Field(default=None, examples=["14.1"])
     app_version: ShortText | None = Field(default=None, examples=["5.2.0"])
-    model: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
-        default=None, examples=["Pixel 8"]
-    )
+    model: _DeviceModelText | None = Field(default=None, examples=["Pixel 8"])
     region: ShortText | None = Field(default=None, examples=["eu-west"])
     tags: Annotated[list[Tag], Field(max_length=32)] = Field(default_factory=list)
 
@@ -180,10 +190,12 @@ class TaskState(StrEnum):
 
 class StatusReport(Request):
     task: TaskName
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
     state: TaskState
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
-    deployment_id: int | None = None
+    reason: Annotated[str, StringConstraints(max_length=500, pattern=_MULTILINE_PATTERN)] | None = (
+        None
+    )
+    deployment_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
 
 
 class StatusReports(Request):

@@ -13,6 +13,8 @@ from cloud.auth.tables import AdminKeyRow, EnrollmentKeyRow
 from cloud.core.db import utcnow
 from cloud.core.errors import (
     DuplicateName,
+    EnrollmentKeyExhausted,
+    EnrollmentKeyExpired,
     EnrollmentKeyNotFound,
     EnrollmentKeyRevoked,
     InvalidEnrollmentKey,
@@ -158,7 +160,7 @@ def redeem_enrollment_key(session: Session, token: str) -> EnrollmentKeyRow:
             f"Enrollment key {row.name!r} was revoked; ask an admin for a new one."
         )
     if row.expires_at is not None and row.expires_at <= utcnow():
-        raise EnrollmentKeyRevoked(
+        raise EnrollmentKeyExpired(
             f"Enrollment key {row.name!r} expired; ask an admin for a new one."
         )
     # A conditional UPDATE, so two devices racing for the last slot cannot both win.
@@ -167,7 +169,7 @@ def redeem_enrollment_key(session: Session, token: str) -> EnrollmentKeyRow:
         claim = claim.where(EnrollmentKeyRow.devices_enrolled < row.max_devices)
     result = session.execute(claim.values(devices_enrolled=EnrollmentKeyRow.devices_enrolled + 1))
     if result.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of an UPDATE has rowcount
-        raise EnrollmentKeyRevoked(
+        raise EnrollmentKeyExhausted(
             f"Enrollment key {row.name!r} has enrolled its maximum of {row.max_devices} devices; "
             "ask an admin for a new one."
         )

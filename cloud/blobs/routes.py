@@ -2,26 +2,54 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from cloud.auth.principal import Principal
 from cloud.blobs.service import readable_blob
+from cloud.blobs.tables import BlobRow
 from cloud.core.blobstore import InvalidDigest, is_sha256
+from cloud.core.context import CloudContext
 from cloud.core.deps import Context, CurrentPrincipal
 from cloud.core.errors import InvalidRange
 from cloud.core.http_range import parse_range
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 IMMUTABLE = "private, max-age=31536000, immutable"
+# One entity tag, weak or strong (RFC 9110 8.8.3). Finding the quoted tags, rather than
+# splitting on commas, keeps a comma inside a quoted tag from cutting it in two.
+_ENTITY_TAG = re.compile(r'(?:W/)?("[^"]*")')
 
 
-def serve_blob(request: Request, context: Context, sha256: str, media_type: str) -> Response:
-    """A blob as a response: 304 for a matching ETag, 206 for a satisfiable Range, else 200."""
+def if_none_match(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` value matches the strong ``etag`` (RFC 9110 13.1.2).
+
+    ``*`` matches any current representation; otherwise the value is a list of tags,
+    compared weakly: ``W/"x"`` matches ``"x"``.
+    """
+    if header is None:
+        return False
+    if header.strip(" \t") == "*":
+        return True
+    return etag in _ENTITY_TAG.findall(header)
+
+
+def serve_blob(request: Request, context: CloudContext, sha256: str, media_type: str) -> Response:
+    """A blob as a response: 304 for a matching ETag, 206 for a satisfiable Range, else 200.
+
+    A HEAD request gets the 200's headers, Content-Length included, and the file is not
+    opened; Range does not apply to it (RFC 9110 14.2 defines ranges for GET only).
+    """
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes"}
-    if etag in request.headers.get("if-none-match", ""):
+    if if_none_match(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     size = context.blobs.size(sha256)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(size)
+        return Response(status_code=200, media_type=media_type, headers=headers)
     range_header = request.headers.get("range")
     # If-Range with another validator means the client's partial copy is stale: send it all.
     if_range = request.headers.get("if-range")
@@ -47,6 +75,16 @@ def serve_blob(request: Request, context: Context, sha256: str, media_type: str)
     )
 
 
+def _readable(sha256: str, principal: Principal, context: CloudContext) -> BlobRow:
+    if not is_sha256(sha256):
+        raise InvalidDigest(
+            f"{sha256[:80]!r} is not a sha256 digest (64 lowercase hex characters)."
+        )
+    # A short read: no transaction stays open while the bytes stream out.
+    with context.db.session(write=False) as session:
+        return readable_blob(session, sha256, principal)
+
+
 @router.get("/{sha256}", response_class=StreamingResponse)
 def download_blob(
     sha256: str, request: Request, principal: CurrentPrincipal, context: Context
@@ -54,11 +92,15 @@ def download_blob(
     """Download a blob (an ONNX model, a task bundle) by its sha256. Supports `Range`
     (single ranges) and `If-None-Match`; responses are immutable and cacheable for a year.
     Devices may download only blobs meant for devices."""
-    if not is_sha256(sha256):
-        raise InvalidDigest(
-            f"{sha256[:80]!r} is not a sha256 digest (64 lowercase hex characters)."
-        )
-    # A short read: no transaction stays open while the bytes stream out.
-    with context.db.session(write=False) as session:
-        row = readable_blob(session, sha256, principal)
+    row = _readable(sha256, principal, context)
+    return serve_blob(request, context, row.sha256, row.media_type)
+
+
+@router.head("/{sha256}", response_class=Response)
+def inspect_blob(
+    sha256: str, request: Request, principal: CurrentPrincipal, context: Context
+) -> Response:
+    """A blob's download headers without its bytes: `Content-Length` (its size), `ETag`
+    and `Accept-Ranges`, so a downloader can plan ranged requests. Same access as GET."""
+    row = _readable(sha256, principal, context)
     return serve_blob(request, context, row.sha256, row.media_type)

@@ -25,6 +25,8 @@ class CloudContext:
     blobs: BlobStore
     metrics: HttpMetrics = field(default_factory=HttpMetrics)
     auth_cache: AuthCache = field(default_factory=AuthCache)
+    # Digests of published task bundles: publishing is permanent, so a hit needs no lookup.
+    published_bundles: set[str] = field(default_factory=set)
     _platform_key: PlatformKey | None = None
 
     @property

@@ -57,9 +57,12 @@ def utcnow() -> datetime:
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for its backend; nothing connects until first use."""
+    # Request handlers run on anyio's thread pool (40 threads): a smaller connection pool
+    # makes threads queue for a connection before they queue for the database.
+    pooling = {"pool_size": 20, "max_overflow": 30, **kwargs}
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pooling
         )
 
         @event.listens_for(engine, "connect")
@@ -85,7 +88,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    return create_engine(url, pool_pre_ping=True, **pooling)
 
 
 class Database:

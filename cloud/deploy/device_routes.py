@@ -11,10 +11,11 @@ from starlette.concurrency import run_in_threadpool
 from cloud.core.broker import Message
 from cloud.core.deps import Context, CurrentDevice
 from cloud.core.sse import SSE_HEADERS, frame, relay
-from cloud.deploy import desired, service, status
+from cloud.deploy import desired
 from cloud.deploy.nudges import device_channel
 from cloud.deploy.rollout import apply_gates
 from cloud.deploy.schemas import StatusAccepted
+from cloud.deploy.status_writer import StatusWriter
 from device_sdk.wire import DesiredState, Nudge, StatusReports
 
 router = APIRouter(prefix="/v1/devices/me", tags=["device sync"])
@@ -43,20 +44,15 @@ async def read_desired(request: Request, device: CurrentDevice, context: Context
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _record(context: Context, device: CurrentDevice, body: StatusReports) -> set[int]:
-    with context.db.session() as session:
-        touched = status.record(session, device, list(body.reports))
-        return service.gated(session, touched)
-
-
 @router.post("/status")
 async def report_status(
-    body: StatusReports, device: CurrentDevice, context: Context
+    request: Request, body: StatusReports, device: CurrentDevice, context: Context
 ) -> StatusAccepted:
     """Report what happened to tasks on this device: `downloaded`, `active`, `failed`
     (with a `reason`) or `rolled_back`. Several reports may share one request; the last
     one for a task is its state. Reports feed the deployments' gates."""
-    gated = await run_in_threadpool(_record, context, device, body)
+    writer: StatusWriter = request.app.state.status_writer
+    gated = await writer.submit(device, list(body.reports))
     if gated:
         await apply_gates(context, sorted(gated))
     return StatusAccepted(accepted=len(body.reports))

@@ -1,64 +1,139 @@
-"""Status reports from devices: the latest state of each task, placed in its rollout stage."""
+"""Status reports from devices: the latest state of each task, placed in its rollout stage.
+
+Reports are written in batches (see ``status_writer``): a handful of set-based queries and
+one upsert for any number of devices, rather than several round trips per report.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cloud.auth.principal import DevicePrincipal
 from cloud.core.db import utcnow
-from cloud.core.errors import UnknownTaskVersion
+from cloud.core.errors import TandemError, UnknownTaskVersion
 from cloud.deploy.buckets import bucket, stage_of
 from cloud.deploy.tables import DeploymentRow, DeviceTaskRow, TaskStatusRow
 from cloud.tasks.tables import TaskVersionRow
 from device_sdk.wire import StatusReport
 
+Item = tuple[DevicePrincipal, Sequence[StatusReport]]
+
+
+def _version_ids(session: Session, items: Sequence[Item]) -> dict[tuple[str, int], int]:
+    names = {r.task for _, reports in items for r in reports}
+    rows = session.execute(
+        select(TaskVersionRow.name, TaskVersionRow.version, TaskVersionRow.id).where(
+            TaskVersionRow.name.in_(names)
+        )
+    )
+    return {(name, version): id_ for name, version, id_ in rows}
+
+
+def record_batch(
+    session: Session, items: Sequence[Item]
+) -> tuple[list[TandemError | None], set[int]]:
+    """Store every item's reports as its tasks' latest states.
+
+    Returns, per item, None or the error that refuses it (an item is all or nothing), and
+    the deployments the stored reports concern.
+    """
+    versions = _version_ids(session, items)
+    errors: list[TandemError | None] = []
+    accepted: list[Item] = []
+    for device, reports in items:
+        unknown = next((r for r in reports if (r.task, r.version) not in versions), None)
+        if unknown is None:
+            errors.append(None)
+            accepted.append((device, reports))
+        else:
+            errors.append(
+                UnknownTaskVersion(
+                    f"Task {unknown.task!r} has no published version {unknown.version}; report "
+                    "only versions received through the desired state."
+                )
+            )
+    if not accepted:
+        return errors, set()
+    seqs = {device.seq for device, _ in accepted}
+    desired = {
+        (seq, task): (version_id, deployment_id)
+        for seq, task, version_id, deployment_id in session.execute(
+            select(
+                DeviceTaskRow.device_seq,
+                DeviceTaskRow.task_name,
+                DeviceTaskRow.task_version_id,
+                DeviceTaskRow.deployment_id,
+            ).where(DeviceTaskRow.device_seq.in_(seqs))
+        )
+    }
+    named = {r.deployment_id for _, reports in accepted for r in reports if r.deployment_id}
+    candidates = {deployment_id for _, deployment_id in desired.values()} | named
+    deployments = {
+        row.id: row
+        for row in session.scalars(select(DeploymentRow).where(DeploymentRow.id.in_(candidates)))
+    }
+    now = utcnow()
+    latest: dict[tuple[int, str], dict[str, Any]] = {}
+    touched: set[int] = set()
+    for device, reports in accepted:
+        for report in reports:
+            version_id = versions[(report.task, report.version)]
+            deployment = _deployment_for(desired, deployments, device.seq, report, version_id)
+            stage = None
+            if deployment is not None:
+                stage = stage_of(bucket(deployment.id, device.device_id), deployment.stages)
+                touched.add(deployment.id)
+            latest[(device.seq, report.task)] = {
+                "device_seq": device.seq,
+                "task_name": report.task,
+                "version": report.version,
+                "deployment_id": deployment.id if deployment else None,
+                "stage": stage,
+                "state": report.state.value,
+                "reason": report.reason or "",
+                "updated_at": now,
+            }
+    _upsert(session, list(latest.values()))
+    return errors, touched
+
 
 def _deployment_for(
-    session: Session, device: DevicePrincipal, report: StatusReport, version_id: int
+    desired: dict[tuple[int, str], tuple[int, int]],
+    deployments: dict[int, DeploymentRow],
+    seq: int,
+    report: StatusReport,
+    version_id: int,
 ) -> DeploymentRow | None:
     """The deployment the report is about: the one that sent the device this version, or
     the one the device names (a version it rolled back from is no longer desired)."""
-    desired = session.get(DeviceTaskRow, (device.seq, report.task))
-    candidate = desired.deployment_id if desired and desired.task_version_id == version_id else None
-    candidate = candidate or report.deployment_id
-    if candidate is None:
-        return None
-    row = session.get(DeploymentRow, candidate)
+    want = desired.get((seq, report.task))
+    candidate = want[1] if want is not None and want[0] == version_id else report.deployment_id
+    row = deployments.get(candidate) if candidate is not None else None
     return row if row is not None and row.task_version_id == version_id else None
 
 
-def record(session: Session, device: DevicePrincipal, reports: list[StatusReport]) -> set[int]:
-    """Store each report as the task's latest state; return the deployments they concern."""
-    touched: set[int] = set()
-    for report in reports:
-        version_id = session.scalar(
-            select(TaskVersionRow.id).where(
-                TaskVersionRow.name == report.task, TaskVersionRow.version == report.version
-            )
-        )
-        if version_id is None:
-            raise UnknownTaskVersion(
-                f"Task {report.task!r} has no published version {report.version}; report only "
-                "versions received through the desired state."
-            )
-        deployment = _deployment_for(session, device, report, version_id)
-        stage = (
-            stage_of(bucket(deployment.id, device.device_id), deployment.stages)
-            if deployment is not None
-            else None
-        )
-        row = session.get(TaskStatusRow, (device.seq, report.task))
-        if row is None:
-            row = TaskStatusRow(device_seq=device.seq, task_name=report.task)
-            session.add(row)
-        row.version = report.version
-        row.deployment_id = deployment.id if deployment else None
-        row.stage = stage
-        row.state = report.state.value
-        row.reason = report.reason or ""
-        row.updated_at = utcnow()
-        if deployment is not None:
-            touched.add(deployment.id)
-    session.flush()
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(TaskStatusRow)
+    updated = {
+        column: statement.excluded[column]
+        for column in ("version", "deployment_id", "stage", "state", "reason", "updated_at")
+    }
+    session.execute(
+        statement.on_conflict_do_update(index_elements=["device_seq", "task_name"], set_=updated),
+        rows,
+    )
+
+
+def record(session: Session, device: DevicePrincipal, reports: Sequence[StatusReport]) -> set[int]:
+    """Store one device's reports; raises the error that refuses them."""
+    (error,), touched = record_batch(session, [(device, reports)])
+    if error is not None:
+        raise error
     return touched

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from cloud.auth.cache import revoke
@@ -15,13 +15,17 @@ from cloud.devices import service
 from cloud.devices.schemas import DevicePage
 from cloud.events.publisher import publish_event_from_thread
 from device_sdk.wire import (
+    ONE_LINE_PATTERN,
     DeviceAttributes,
     DeviceInfo,
     RegisterDeviceRequest,
     RegisterDeviceResponse,
+    Tag,
 )
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
+# Refused before any query: PostgreSQL cannot bind a NUL in text (a 500 otherwise).
+DeviceIdPath = Annotated[str, Path(max_length=64, pattern=ONE_LINE_PATTERN)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -47,13 +51,13 @@ def register_device(body: RegisterDeviceRequest, context: Context) -> RegisterDe
 def list_devices(
     _admin: Admin,
     session: ReadSession,
-    platform: Annotated[str | None, Query(max_length=32)] = None,
-    os_version: Annotated[str | None, Query(max_length=32)] = None,
-    app_version: Annotated[str | None, Query(max_length=32)] = None,
-    model: Annotated[str | None, Query(max_length=64)] = None,
-    region: Annotated[str | None, Query(max_length=32)] = None,
+    platform: Annotated[str | None, Query(max_length=32, pattern=ONE_LINE_PATTERN)] = None,
+    os_version: Annotated[str | None, Query(max_length=32, pattern=ONE_LINE_PATTERN)] = None,
+    app_version: Annotated[str | None, Query(max_length=32, pattern=ONE_LINE_PATTERN)] = None,
+    model: Annotated[str | None, Query(max_length=64, pattern=ONE_LINE_PATTERN)] = None,
+    region: Annotated[str | None, Query(max_length=32, pattern=ONE_LINE_PATTERN)] = None,
     tag: Annotated[
-        list[str] | None, Query(max_length=64, description="Repeat to require several tags.")
+        list[Tag] | None, Query(max_length=64, description="Repeat to require several tags.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -97,13 +101,13 @@ async def update_my_attributes(
 
 
 @router.get("/{device_id}")
-def read_device(device_id: str, _admin: Admin, session: ReadSession) -> DeviceInfo:
+def read_device(device_id: DeviceIdPath, _admin: Admin, session: ReadSession) -> DeviceInfo:
     """One device, by id."""
     return service.to_info(service.get(session, device_id))
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def remove_device(device_id: str, _admin: Admin, context: Context) -> Response:
+async def remove_device(device_id: DeviceIdPath, _admin: Admin, context: Context) -> Response:
     """Remove a device; its token stops working at once, on every replica."""
 
     def remove() -> str:

@@ -24,6 +24,17 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.head("/healthz", response_class=Response)
+async def healthz_head() -> Response:
+    """Liveness for probes that send HEAD: GET's status and headers, no body."""
+    get = JSONResponse(await healthz())
+    return Response(
+        status_code=200,
+        headers={"Content-Length": get.headers["content-length"]},
+        media_type=get.media_type,
+    )
+
+
 async def _check(name: str, probe: asyncio.Future[None] | asyncio.Task[None]) -> tuple[str, str]:
     try:
         await asyncio.wait_for(probe, READY_TIMEOUT_S)

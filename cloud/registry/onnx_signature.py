@@ -66,7 +66,10 @@ def _tensor(value_info: Any) -> dict[str, Any]:
 def _opset(model: Any) -> int | None:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and not 0 <= opset <= INT32_MAX:
-        raise InvalidModel(f"The model imports opset {opset}, which does not exist.")
+        raise InvalidModel(
+            f"The model imports opset {opset}, which no ONNX release defines; "
+            "export it with a released opset and upload again."
+        )
     return opset
 
 

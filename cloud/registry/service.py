@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import hashlib
+
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.blobs.service import record_blob
 from cloud.core.blobstore import BlobStore
 from cloud.core.db import Database
-from cloud.core.errors import Conflict, DuplicateModelContent, ModelNotFound, ModelVersionNotFound
+from cloud.core.errors import (
+    Conflict,
+    DuplicateModelContent,
+    ModelNotFound,
+    ModelTargetMismatch,
+    ModelVersionNotFound,
+)
 from cloud.registry.onnx_signature import read_signature
 from cloud.registry.schemas import ModelSummary, ModelVersionOut, Target, TensorSpec
 from cloud.registry.tables import ModelVersionRow
 
-_VERSION_RACE_RETRIES = 5
+# Versions of one name are taken under a lock, so a retry is for the blob index alone: two
+# uploads of the same bytes under different names can both try to insert its row.
+_INDEX_RACE_RETRIES = 3
 
 
 def to_out(row: ModelVersionRow) -> ModelVersionOut:
@@ -46,14 +56,22 @@ def register_model(
 ) -> ModelVersionRow:
     """Validate ``data`` as ONNX, store it by digest, and record the next version of ``name``.
 
-    The blob is written first and the row second, in one transaction with the blob's index
-    entry: if anything fails, no version exists and the file is an unreadable orphan.
+    Every check runs before the blob is written, so a refused upload leaves no file. The
+    checks run again in the transaction that records the version and indexes the blob, under
+    a per-name lock: an upload that lost a race is refused there, and only then (or on a
+    database failure) is its file left unindexed, unreadable through the API.
     """
     signature = read_signature(data)
-    stored = blobs.write_bytes(data)
-    for _attempt in range(_VERSION_RACE_RETRIES):
+    sha256 = hashlib.sha256(data).hexdigest()
+    with db.session(write=False) as session:
+        latest = _latest(session, name)
+        if latest is not None:
+            _check_consistent(latest, target, sha256)
+    stored = blobs.write_bytes(data, expected_sha256=sha256)
+    for _attempt in range(_INDEX_RACE_RETRIES):
         try:
             with db.session() as session:
+                _lock_name(session, name)
                 latest = _latest(session, name)
                 if latest is not None:
                     _check_consistent(latest, target, stored.sha256)
@@ -76,8 +94,22 @@ def register_model(
                 session.flush()
                 return row
         except IntegrityError:
-            continue  # another upload of this name took the version number; take the next
-    raise Conflict(f"Model {name!r} is being uploaded concurrently too often; retry the upload.")
+            continue  # another upload indexed the same blob first; its row is there now
+    raise Conflict(
+        f"Model {name!r} could not be recorded while the same file was being uploaded "
+        "concurrently; retry the upload."
+    )
+
+
+def _lock_name(session: Session, name: str) -> None:
+    """Hold ``name`` until the transaction ends, so its uploads take versions in turn.
+
+    SQLite needs nothing: write transactions begin IMMEDIATE (``Database.session``), which
+    already runs them one at a time. The lock key is a hash, so two names may share one;
+    that costs a moment's wait, never a wrong version.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": f"model:{name}"})
 
 
 def _latest(session: Session, name: str) -> ModelVersionRow | None:
@@ -91,7 +123,7 @@ def _latest(session: Session, name: str) -> ModelVersionRow | None:
 
 def _check_consistent(latest: ModelVersionRow, target: Target, sha256: str) -> None:
     if latest.target != target.value:
-        raise Conflict(
+        raise ModelTargetMismatch(
             f"Model {latest.name!r} is a {latest.target} model; a name keeps one target. "
             f"Upload the {target.value} model under another name."
         )

@@ -9,13 +9,14 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cloud.blobs.routes import serve_blob
+from cloud.core.db import INT32_MAX
 from cloud.core.deps import Admin, Context, CurrentPrincipal, ReadSession
 from cloud.events.publisher import publish_event
 from cloud.tasks import service
 from cloud.tasks.schemas import TaskDetail, TaskList, TaskVersionOut
 
 router = APIRouter(tags=["tasks"])
-NamePath = Annotated[str, Path(max_length=64)]
+NamePath = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 # Compressed uploads are capped by TANDEM_MAX_UPLOAD_BYTES; what they inflate to, by this.
 UNPACKED_PER_UPLOADED = 4
 
@@ -62,7 +63,10 @@ def read_task(name: NamePath, _admin: Admin, session: ReadSession) -> TaskDetail
 
 @router.get("/v1/tasks/{name}/versions/{version}")
 def read_task_version(
-    name: NamePath, version: Annotated[int, Path(ge=1)], _admin: Admin, session: ReadSession
+    name: NamePath,
+    version: Annotated[int, Path(ge=1, le=INT32_MAX)],
+    _admin: Admin,
+    session: ReadSession,
 ) -> TaskVersionOut:
     """One published version of a task: signed manifest, signature, bundle digest and URL."""
     return service.to_out(service.get_task_version(session, name, version))
@@ -75,7 +79,9 @@ def download_bundle(
     """Download a published task bundle (.tar.gz) by its sha256, as an admin or a device.
     Supports `Range` (to resume) and `If-None-Match`; responses are immutable and cacheable.
     Digests of other blobs get 404."""
-    # A short read: no transaction stays open while the bytes stream out.
-    with context.db.session(write=False) as session:
-        row = service.readable_bundle(session, sha256, principal)
-    return serve_blob(request, context, row.sha256, service.BUNDLE_MEDIA_TYPE)
+    if sha256 not in context.published_bundles:
+        # A short read: no transaction stays open while the bytes stream out.
+        with context.db.session(write=False) as session:
+            service.readable_bundle(session, sha256, principal)
+        context.published_bundles.add(sha256)
+    return serve_blob(request, context, sha256, service.BUNDLE_MEDIA_TYPE)

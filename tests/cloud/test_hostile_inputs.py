@@ -1,8 +1,8 @@
 """Hostile input across the API: every refusal is a 4xx in the error envelope, never a 500,
 and a refused write leaves nothing behind.
 
-Tests marked xfail pin bugs found by fuzzing that are not fixed yet; each reason names the
-fix. Bugs that only one database backend shows are marked on that backend alone.
+Each test pins a problem found by fuzzing the API (schemathesis and hand-made requests), so
+it cannot come back; both database backends run every case.
 """
 
 from __future__ import annotations
@@ -37,11 +37,6 @@ PAST_INT64 = 2**63
 def _error_code(response: Response) -> str:
     code: str = response.json()["error"]["code"]
     return code
-
-
-def _xfail_on_postgresql(request: pytest.FixtureRequest, reason: str) -> None:
-    if request.node.callspec.params.get("database_url") == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 def _device_count(client: TestClient) -> int:
@@ -84,12 +79,6 @@ def test_deeply_nested_json_is_400(client: TestClient) -> None:
     assert _device_count(client) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FastAPI answers non-JSONDecodeError parse failures (RecursionError, int digit "
-    "limit, UnicodeDecodeError) with HTTPException(400, 'There was an error parsing the "
-    "body'), which cloud/core/handlers.py maps to `bad_request`; map it to `invalid_json`",
-)
 @pytest.mark.parametrize(
     "body",
     [b"[" * 100_000, b'{"enrollment_key": ' + b"9" * 5000 + b"}", b'{"enrollment_key": "\xff"}'],
@@ -116,17 +105,29 @@ def test_lone_surrogate_in_json_string_is_422(client: TestClient) -> None:
     assert _device_count(client) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a JSON body sent as text/plain gets 422 'body: Input should be a valid "
-    "dictionary'; _on_validation_error should answer 415 `unsupported_media_type`",
-)
 def test_json_sent_as_text_plain_is_415(client: TestClient) -> None:
     """A JSON body with Content-Type text/plain gets 415 `unsupported_media_type`."""
     body = json.dumps({"enrollment_key": enrollment_key(client)}).encode()
     response = client.post("/v1/devices", content=body, headers={"Content-Type": "text/plain"})
     assert response.status_code == 415
     assert _error_code(response) == "unsupported_media_type"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "named"),
+    [(None, "no Content-Type"), ("application/x-www-form-urlencoded", "x-www-form-urlencoded")],
+    ids=["no-content-type", "form-urlencoded"],
+)
+def test_json_sent_without_a_json_content_type_is_415(
+    client: TestClient, content_type: str | None, named: str
+) -> None:
+    """A JSON body sent with no Content-Type or a form one gets 415 naming what was sent."""
+    body = json.dumps({"enrollment_key": enrollment_key(client)}).encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = client.post("/v1/devices", content=body, headers=headers)
+    assert response.status_code == 415
+    assert named in response.json()["error"]["message"]
+    assert _device_count(client) == 0
 
 
 def test_chunked_json_over_the_limit_is_413_and_creates_nothing(client: TestClient) -> None:
@@ -150,11 +151,6 @@ def test_chunked_json_over_the_limit_is_413_and_creates_nothing(client: TestClie
 # --- Integers past what the database stores ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="max_devices has no upper bound: OverflowError (SQLite) / NumericValueOutOfRange "
-    "(PostgreSQL int4) -> 500; bound it with le=2**31 - 1 in cloud/auth/schemas.py",
-)
 def test_max_devices_past_the_column_range_is_422(client: TestClient) -> None:
     """An enrollment key with max_devices of 2**63 is refused with 422 and not created."""
     response = client.post("/v1/enrollment-keys", headers=ADMIN, json={"max_devices": PAST_INT64})
@@ -162,11 +158,6 @@ def test_max_devices_past_the_column_range_is_422(client: TestClient) -> None:
     assert client.get("/v1/enrollment-keys", headers=ADMIN).json()["items"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the version path parameter has no upper bound and overflows the INTEGER bind "
-    "-> 500; add le=2**31 - 1 to Path() in cloud/registry/routes.py",
-)
 def test_version_past_the_column_range_is_4xx(client: TestClient) -> None:
     """Asking for version 2**63 of a model gets a 404 or 422, not a 500."""
     upload_model(client)
@@ -175,11 +166,6 @@ def test_version_past_the_column_range_is_4xx(client: TestClient) -> None:
     assert _error_code(response)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DELETE /v1/enrollment-keys/{key_id} has no bound on key_id and overflows the "
-    "INTEGER bind -> 500; use Annotated[int, Path(ge=1, le=2**31 - 1)] in cloud/auth/routes.py",
-)
 def test_enrollment_key_id_past_the_column_range_is_4xx(client: TestClient) -> None:
     """Revoking enrollment key 2**63 gets a 404 or 422, not a 500."""
     response = client.delete(f"/v1/enrollment-keys/{PAST_INT64}", headers=ADMIN)
@@ -187,11 +173,6 @@ def test_enrollment_key_id_past_the_column_range_is_4xx(client: TestClient) -> N
     assert _error_code(response)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decode_cursor accepts any non-negative int, which overflows the INTEGER bind "
-    "-> 500; refuse after > 2**31 - 1 as InvalidCursor in cloud/devices/service.py",
-)
 def test_cursor_with_position_past_the_column_range_is_400(client: TestClient) -> None:
     """A forged cursor pointing past 2**63 gets 400 `invalid_cursor`, not a 500."""
     cursor = base64.urlsafe_b64encode(json.dumps({"after": PAST_INT64}).encode()).decode()
@@ -200,11 +181,6 @@ def test_cursor_with_position_past_the_column_range_is_400(client: TestClient) -
     assert _error_code(response) == "invalid_cursor"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_metrics calls math.isfinite() on a 400-digit int, which raises "
-    "OverflowError -> 500; convert with float() inside try/except OverflowError",
-)
 def test_metric_too_large_for_a_float_is_422(client: TestClient) -> None:
     """A metric of 10**400 is refused with 422 `invalid_input` and no version is created."""
     response = upload_model(client, metrics='{"auc": 1' + "0" * 400 + "}")
@@ -213,25 +189,27 @@ def test_metric_too_large_for_a_float_is_422(client: TestClient) -> None:
     assert client.get("/v1/models", headers=ADMIN).json()["items"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CreateEnrollmentKey validates in lax mode, so true becomes 1 (and '5' becomes 5); "
-    "set strict=True in its model_config",
-)
 def test_boolean_max_devices_is_422(client: TestClient) -> None:
     """max_devices: true is refused with 422 rather than read as 1."""
     response = client.post("/v1/enrollment-keys", headers=ADMIN, json={"max_devices": True})
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize(
+    "body", [{"max_devices": "5"}, {"expires_in_s": True}], ids=["string-count", "boolean-expiry"]
+)
+def test_enrollment_key_numbers_must_be_json_integers(
+    client: TestClient, body: dict[str, Any]
+) -> None:
+    """max_devices "5" and expires_in_s true are refused with 422 rather than coerced."""
+    response = client.post("/v1/enrollment-keys", headers=ADMIN, json=body)
+    assert response.status_code == 422
+    assert client.get("/v1/enrollment-keys", headers=ADMIN).json()["items"] == []
+
+
 # --- NUL bytes ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="device attributes accept NUL: stored on SQLite, 500 on PostgreSQL (text cannot "
-    "hold NUL); forbid control characters in device_sdk.wire ShortText and model",
-)
 def test_nul_in_registration_attributes_is_422(client: TestClient) -> None:
     """A NUL byte in a device attribute is refused with 422 and no device is created."""
     key = enrollment_key(client)
@@ -242,11 +220,6 @@ def test_nul_in_registration_attributes_is_422(client: TestClient) -> None:
     assert _device_count(client) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PUT /v1/devices/me/attributes accepts NUL: stored on SQLite, 500 on PostgreSQL; "
-    "forbid control characters in device_sdk.wire",
-)
 def test_nul_in_attribute_update_is_422(client: TestClient) -> None:
     """A device updating its model to a string with a NUL byte gets 422 and keeps its attributes."""
     device = register_device(client, model="Pixel 8")
@@ -258,11 +231,6 @@ def test_nul_in_attribute_update_is_422(client: TestClient) -> None:
     assert me["attributes"]["model"] == "Pixel 8"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the description form field accepts NUL: stored on SQLite, 500 on PostgreSQL after "
-    "the blob is written; add a no-control-characters pattern to its Form()",
-)
 def test_nul_in_model_description_is_422(client: TestClient) -> None:
     """A model description with a NUL byte is refused with 422 and no version is created."""
     response = upload_model(client, description="first\x00cut")
@@ -270,31 +238,24 @@ def test_nul_in_model_description_is_422(client: TestClient) -> None:
     assert client.get("/v1/models", headers=ADMIN).json()["items"] == []
 
 
+def test_model_description_keeps_tabs_and_line_breaks(client: TestClient) -> None:
+    """A description may span lines: tab, LF and CR are stored as sent."""
+    response = upload_model(client, description="first cut\r\n\tsecond line")
+    assert response.status_code == 201
+    assert response.json()["description"] == "first cut\r\n\tsecond line"
+
+
 @pytest.mark.parametrize("path", ["/v1/models/a%00b", "/v1/devices/a%00b"])
-def test_nul_in_path_segment_is_a_4xx(
-    client: TestClient, request: pytest.FixtureRequest, path: str
-) -> None:
+def test_nul_in_path_segment_is_a_4xx(client: TestClient, path: str) -> None:
     """A NUL byte in a name or id in the path gets a 404 or 422, not a 500."""
-    _xfail_on_postgresql(
-        request,
-        "PostgreSQL refuses NUL in a text bind -> DataError -> 500; reject NUL in path "
-        "parameters (a pattern on NamePath and device_id) before querying",
-    )
     response = client.get(path, headers=ADMIN)
     assert response.status_code in (404, 422)
     assert _error_code(response)
 
 
 @pytest.mark.parametrize("params", [{"platform": "a\x00"}, {"tag": "a\x00"}])
-def test_nul_in_list_filter_is_not_a_500(
-    client: TestClient, request: pytest.FixtureRequest, params: dict[str, str]
-) -> None:
+def test_nul_in_list_filter_is_not_a_500(client: TestClient, params: dict[str, str]) -> None:
     """A NUL byte in a device-list filter gets an empty page or a 422, not a 500."""
-    _xfail_on_postgresql(
-        request,
-        "PostgreSQL refuses NUL in a text bind -> DataError -> 500; add a no-NUL pattern to "
-        "the Query() filters in cloud/devices/routes.py",
-    )
     response = client.get("/v1/devices", headers=ADMIN, params=params)
     assert response.status_code in (200, 422)
 
@@ -302,11 +263,6 @@ def test_nul_in_list_filter_is_not_a_500(
 # --- ONNX files that pass the checker ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_dtype() falls back to TensorProto.DataType.Name(), which raises ValueError for an "
-    "unknown elem_type -> 500; raise InvalidModel instead",
-)
 def test_unknown_tensor_element_type_is_422(client: TestClient) -> None:
     """A model whose input has element type 9999 is refused with 422 `invalid_onnx_model`."""
     response = upload_model(client, data=_onnx_identity(elem_type=9999))
@@ -314,11 +270,6 @@ def test_unknown_tensor_element_type_is_422(client: TestClient) -> None:
     assert _error_code(response) == "invalid_onnx_model"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protobuf hands back bytes for a non-UTF-8 proto2 string, so the signature holds "
-    "bytes and the JSON column insert raises TypeError -> 500; read_signature must refuse it",
-)
 def test_non_utf8_tensor_name_is_422(client: TestClient) -> None:
     """A model whose input name is not valid UTF-8 is refused with 422 `invalid_onnx_model`."""
     data = _onnx_identity(input_name="QQQQ").replace(b"QQQQ", b"\xff\xfe\xfd\xfc")
@@ -330,11 +281,6 @@ def test_non_utf8_tensor_name_is_422(client: TestClient) -> None:
 # --- Refused writes leave nothing --------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="register_model writes the blob before the target/duplicate checks, so a refused "
-    "upload leaves an orphan file; check before writing, delete unindexed blobs on failure",
-)
 def test_refused_upload_leaves_no_blob_file(client: TestClient, settings: Settings) -> None:
     """An upload refused with 409 (the name keeps its target) leaves no file in the blob store."""
     upload_model(client, target="cloud")
@@ -345,14 +291,17 @@ def test_refused_upload_leaves_no_blob_file(client: TestClient, settings: Settin
     assert not BlobStore(settings.blob_dir).exists(digest)
 
 
+def test_upload_under_another_target_gets_model_target_mismatch(client: TestClient) -> None:
+    """A device upload under a cloud model's name gets 409 `model_target_mismatch`."""
+    upload_model(client, target="cloud")
+    response = upload_model(client, target="device", data=onnx_linear(seed=9))
+    assert response.status_code == 409
+    assert _error_code(response) == "model_target_mismatch"
+
+
 # --- Multipart ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with two `file` parts the last silently wins; an ambiguous form should be "
-    "refused with 422 naming the repeated field",
-)
 def test_duplicate_file_parts_are_422(client: TestClient) -> None:
     """An upload carrying two `file` parts is refused with 422 and registers nothing."""
     body = _multipart(
@@ -370,6 +319,27 @@ def test_duplicate_file_parts_are_422(client: TestClient) -> None:
         content=body,
     )
     assert response.status_code == 422
+    assert client.get("/v1/models", headers=ADMIN).json()["items"] == []
+
+
+def test_duplicate_name_parts_are_422_naming_the_field(client: TestClient) -> None:
+    """An upload carrying two `name` parts is refused with 422 that names `name`."""
+    body = _multipart(
+        "b0undary",
+        [
+            ("name", b"ranker", None),
+            ("name", b"other", None),
+            ("target", b"cloud", None),
+            ("file", onnx_linear(), "a.onnx"),
+        ],
+    )
+    response = client.post(
+        "/v1/models",
+        headers={**ADMIN, "Content-Type": "multipart/form-data; boundary=b0undary"},
+        content=body,
+    )
+    assert response.status_code == 422
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["name"]
     assert client.get("/v1/models", headers=ADMIN).json()["items"] == []
 
 
@@ -393,11 +363,6 @@ def _stored_blob(client: TestClient) -> tuple[str, bytes]:
     return digest, data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve_blob looks for the ETag as a substring of If-None-Match, so `*` never "
-    "matches; RFC 9110 13.1.2 says `*` matches any current representation -> 304",
-)
 def test_if_none_match_star_gets_304(client: TestClient) -> None:
     """`If-None-Match: *` on an existing blob gets 304 and no body."""
     digest, _ = _stored_blob(client)
@@ -406,17 +371,27 @@ def test_if_none_match_star_gets_304(client: TestClient) -> None:
     assert response.content == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FastAPI GET routes do not answer HEAD (405), so downloaders cannot learn a blob's "
-    "size; declare the route with methods=['GET', 'HEAD']",
-)
 def test_head_on_a_blob_gives_its_size(client: TestClient) -> None:
     """HEAD on a blob answers 200 with its Content-Length and no body."""
     digest, data = _stored_blob(client)
     response = client.head(f"/v1/blobs/{digest}", headers=ADMIN)
     assert response.status_code == 200
     assert response.headers["content-length"] == str(len(data))
+    assert response.content == b""
+
+
+def test_if_none_match_list_with_the_weak_tag_gets_304(client: TestClient) -> None:
+    """`If-None-Match` listing another tag and the blob's own as weak gets 304."""
+    digest, _ = _stored_blob(client)
+    header = f'"other", W/"{digest}"'
+    response = client.get(f"/v1/blobs/{digest}", headers={**ADMIN, "If-None-Match": header})
+    assert response.status_code == 304
+
+
+def test_head_on_healthz_is_200_without_a_body(client: TestClient) -> None:
+    """HEAD /healthz answers 200 with no body, for probes that send HEAD."""
+    response = client.head("/healthz")
+    assert response.status_code == 200
     assert response.content == b""
 
 
@@ -502,14 +477,23 @@ def test_concurrent_enrollments_respect_max_devices(client: TestClient) -> None:
 # --- The published contract --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OpenAPI still documents FastAPI's {'detail': [...]} for 422 and no other error "
-    "status; pass responses= with the ErrorBody schema for 4xx codes when including routers",
-)
 def test_openapi_documents_the_error_envelope(client: TestClient) -> None:
     """The 422 response in the OpenAPI document is the {"error": {...}} envelope the API sends."""
     spec = client.get("/openapi.json").json()
     post = spec["paths"]["/v1/devices"]["post"]["responses"]["422"]
     ref = post["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert "error" in spec["components"]["schemas"][ref]["properties"]
+
+
+def test_oversized_status_version_is_422(client: TestClient) -> None:
+    """A status report with a version beyond 32 bits gets 422, not a 500."""
+    device = register_device(client)
+    body = {"reports": [{"task": "t", "version": 2**63, "state": "active"}]}
+    response = client.post("/v1/devices/me/status", headers=device_headers(device), json=body)
+    assert response.status_code == 422
+
+
+def test_nul_in_task_name_is_a_4xx(client: TestClient) -> None:
+    """A NUL byte in a task name in the path gets a 4xx, not a 500."""
+    response = client.get("/v1/tasks/a%00b", headers=ADMIN)
+    assert response.status_code in (404, 422)

@@ -201,7 +201,7 @@ def test_paused_deployment_does_not_advance(client: TestClient, tmp_path: Path) 
 
 
 def test_invalid_actions_conflict(client: TestClient, tmp_path: Path) -> None:
-    """Resuming an active, advancing a final-stage, and resuming a rolled-back deployment get 409."""
+    """Resuming an active, advancing a final, and resuming a rolled-back deployment get 409."""
     publish(client, tmp_path)
     created = deploy(client)
     assert act(client, created["id"], "resume").status_code == 409
@@ -226,7 +226,7 @@ def test_unknown_deployment_action_and_version(client: TestClient, tmp_path: Pat
 
 
 def test_hostile_policies_are_422_and_create_nothing(client: TestClient, tmp_path: Path) -> None:
-    """Bad stages, bad ranges, unknown keys and absurdly deep targets get 422; nothing is created."""
+    """Bad stages, ranges, unknown keys and absurdly deep targets get 422; nothing is created."""
     publish(client, tmp_path)
     deep: dict[str, object] = {"everyone": True}
     for _ in range(50):
