@@ -240,6 +240,12 @@ def phase_times(devices: list[SimDevice], released_at: float, q: float) -> dict[
     }
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
@@ -323,11 +329,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "-r",
                         "200",
                         "--nonblocking",
+                        "--threads",
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1.0)
+            cpu_before = (process_cpu_s(server.process.pid), time.process_time())
             push.released = True
             released_at = time.monotonic()
             poll.released_at = released_at
@@ -341,6 +349,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             release_call_s = time.monotonic() - released_at
             await wait_for(lambda: all(d.active_at for d in push.devices), within_s=60)
             push_latencies = [d.active_at - released_at for d in push.devices if d.active_at]
+            release_cpu = {
+                "server": round(process_cpu_s(server.process.pid) - cpu_before[0], 2),
+                "devices": round(time.process_time() - cpu_before[1], 2),
+                "wall": round(time.monotonic() - released_at, 2),
+            }
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait()
@@ -356,7 +369,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             missed_offline = sum(1 for d in offline if d.active_at is None)
 
             await wait_for(
-                lambda: all(d.active_at for d in poll.devices), timeout=args.poll_interval + 30
+                lambda: all(d.active_at for d in poll.devices), within_s=args.poll_interval + 30
             )
             poll_latencies = [d.active_at - released_at for d in poll.devices if d.active_at]
             await asyncio.gather(push.stop(), poll.stop(), late.stop())
@@ -394,6 +407,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "heartbeats_per_device_hour": 3600 / 15,
         "phases_p50_s": phase_times(push.devices, released_at, 0.5),
         "phases_p99_s": phase_times(push.devices, released_at, 0.99),
+        "release_cpu_s": release_cpu,
         "errors": len(errors),
         "machine": machine(),
         "server": f"tandem serve, {args.workers} worker(s), "

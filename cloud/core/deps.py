@@ -69,8 +69,11 @@ def _authenticate(context: CloudContext, token: str) -> Principal:
     return principal
 
 
-async def get_principal(request: Request, context: Context) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller, from the per-replica cache or (once a minute per token) the database."""
+    # The context comes straight from the app rather than as a sub-dependency: each
+    # dependency level costs FastAPI real work on every request of this hot path.
+    context: CloudContext = request.app.state.context
     token = bearer_token(request)
     digest = hash_token(token)
     principal = context.auth_cache.get(digest)

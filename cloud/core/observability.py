@@ -6,11 +6,12 @@ devices' Server-Sent Events, pass through untouched and are timed to their first
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -87,13 +88,20 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.log_requests = log_requests
+        # A random prefix per process and a counter: unique across replicas and restarts,
+        # without a urandom system call per request (uuid4 showed in profiles).
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count()
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else self._next_id()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500

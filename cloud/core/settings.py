@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         le=3600,
         description="How often gates and unfinished rollouts are checked.",
     )
+    worker_threads: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Threads for blocking work (database calls). The work holds the GIL for most "
+        "of its time, so more threads mostly add switching; raise it for a high-latency database.",
+    )
     log_level: str = "INFO"
     log_requests: bool = True
 
