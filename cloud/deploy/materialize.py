@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from cloud.deploy.buckets import bucket, stage_of
 from cloud.deploy.tables import DeploymentRow, DeviceTaskRow
 from cloud.deploy.targeting import Matcher, compile_target, target_adapter
+from cloud.devices.service import attributes_of
 from cloud.devices.tables import DeviceRow, DeviceTagRow
 from device_sdk.wire import DeviceAttributes
 
@@ -128,6 +129,15 @@ def _winner(live: Iterable[_Live], device_id: str, attributes: DeviceAttributes)
     return None
 
 
+def _assignment(seq: int, task_name: str, winner: _Live) -> DeviceTaskRow:
+    return DeviceTaskRow(
+        device_seq=seq,
+        task_name=task_name,
+        task_version_id=winner.row.task_version_id,
+        deployment_id=winner.row.id,
+    )
+
+
 def _apply(session: Session, task_name: str, changes: dict[int, _Live | None]) -> dict[int, int]:
     """Write the changed (device, task) rows and bump those devices' revisions."""
     if not changes:
@@ -141,14 +151,7 @@ def _apply(session: Session, task_name: str, changes: dict[int, _Live | None]) -
             )
         )
     session.add_all(
-        DeviceTaskRow(
-            device_seq=seq,
-            task_name=task_name,
-            task_version_id=winner.row.task_version_id,
-            deployment_id=winner.row.id,
-        )
-        for seq, winner in changes.items()
-        if winner is not None
+        _assignment(seq, task_name, winner) for seq, winner in changes.items() if winner is not None
     )
     revs: dict[int, int] = {}
     for start in range(0, len(seqs), 500):
@@ -220,14 +223,7 @@ def materialize_device(session: Session, seq: int) -> Changed | None:
     device = session.get(DeviceRow, seq)
     if device is None:
         return None
-    attributes = DeviceAttributes.model_construct(
-        platform=device.platform,
-        os_version=device.os_version,
-        app_version=device.app_version,
-        model=device.model,
-        region=device.region,
-        tags=[t.tag for t in device.tags],
-    )
+    attributes = attributes_of(device)
     by_task: dict[str, list[_Live]] = {}
     for deployment in _live(session):
         by_task.setdefault(deployment.row.task_name, []).append(deployment)
@@ -247,14 +243,7 @@ def materialize_device(session: Session, seq: int) -> Changed | None:
         if winner is None:
             session.delete(row)
         elif row is None:
-            session.add(
-                DeviceTaskRow(
-                    device_seq=seq,
-                    task_name=task_name,
-                    task_version_id=winner.row.task_version_id,
-                    deployment_id=winner.row.id,
-                )
-            )
+            session.add(_assignment(seq, task_name, winner))
         else:
             row.task_version_id = winner.row.task_version_id
             row.deployment_id = winner.row.id
