@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from tests.e2e.live_server import LiveServer
 from tests.factories import ADMIN, ADMIN_TOKEN, onnx_linear
 from tests.services import require_postgres, require_redis
+from tests.task_factories import packed
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +96,45 @@ def test_replicas_share_state_and_blobs(replicas: tuple[LiveServer, LiveServer])
     digest = uploaded.json()["sha256"]
     assert httpx.get(f"{second.url}/v1/models/shared", headers=ADMIN).status_code == 200
     assert httpx.get(f"{second.url}/v1/blobs/{digest}", headers=ADMIN).content == data
+
+
+def test_release_on_one_replica_nudges_a_device_streaming_from_the_other(
+    replicas: tuple[LiveServer, LiveServer], tmp_path: Path
+) -> None:
+    """A deployment created through replica A nudges a device whose stream is on replica B."""
+    first, second = replicas
+    bundle = packed(tmp_path, name="hello", version=1)
+    published = httpx.post(
+        f"{first.url}/v1/tasks", headers=ADMIN, files={"bundle": ("b.tar.gz", bundle)}
+    )
+    assert published.status_code == 201, published.text
+    key = httpx.post(f"{first.url}/v1/enrollment-keys", headers=ADMIN, json={}).json()["key"]
+    device = httpx.post(f"{first.url}/v1/devices", json={"enrollment_key": key}).json()
+    auth = {"Authorization": f"Bearer {device['token']}"}
+    events: list[dict[str, object]] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream(
+            "GET", f"{second.url}/v1/devices/me/stream", headers=auth, timeout=20
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line.removeprefix("data: ")))
+                    connected.set()
+                    if len(events) == 2:  # the state on connect, then the release's nudge
+                        return
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    assert connected.wait(15), second.log()
+    released = httpx.post(
+        f"{first.url}/v1/deployments", headers=ADMIN, json={"task": "hello", "version": 1}
+    )
+    assert released.status_code == 201, released.text
+    listener.join(20)
+    assert len(events) == 2, (first.log(), second.log())
+    rev = events[1]["desired_rev"]
+    state = httpx.get(f"{second.url}/v1/devices/me/desired", headers=auth).json()
+    assert state["rev"] == rev
+    assert [t["name"] for t in state["tasks"]] == ["hello"]
