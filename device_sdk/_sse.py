@@ -13,7 +13,12 @@ import codecs
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from device_sdk._errors import CloudUnavailable
+
 _BOM = "\ufeff"
+# A line or an event bigger than this is no nudge: a broken proxy or server. Bounding it
+# keeps a device from buffering without end; the stream is dropped and reopened.
+MAX_LINE_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,7 @@ class SSEDecoder:
         self._event = ""
         self._data: list[str] = []
         self._has_data = False
+        self._data_chars = 0
         self.last_event_id: str | None = None
         self.retry_ms: int | None = None
 
@@ -85,6 +91,11 @@ class SSEDecoder:
             if event is not None:
                 yield event
         self._buffer = self._buffer[start:]
+        if len(self._buffer) > MAX_LINE_CHARS:
+            raise CloudUnavailable(
+                f"The event stream sent a line longer than {MAX_LINE_CHARS} characters; "
+                "the device reconnects."
+            )
 
     def _line(self, line: str) -> ServerSentEvent | None:
         if line == "":
@@ -99,6 +110,12 @@ class SSEDecoder:
         elif field == "data":
             self._data.append(value)
             self._has_data = True
+            self._data_chars += len(value)
+            if self._data_chars > MAX_LINE_CHARS:
+                raise CloudUnavailable(
+                    f"An event of the stream holds more than {MAX_LINE_CHARS} characters of "
+                    "data; the device reconnects."
+                )
         elif field == "id":
             if "\0" not in value:
                 self.last_event_id = value
@@ -108,6 +125,7 @@ class SSEDecoder:
 
     def _dispatch(self) -> ServerSentEvent | None:
         event, data, has_data = self._event, self._data, self._has_data
+        self._data_chars = 0
         self._event, self._data, self._has_data = "", [], False
         if not has_data:
             return None

@@ -25,8 +25,9 @@ class CloudContext:
     blobs: BlobStore
     metrics: HttpMetrics = field(default_factory=HttpMetrics)
     auth_cache: AuthCache = field(default_factory=AuthCache)
-    # Digests of published task bundles: publishing is permanent, so a hit needs no lookup.
-    published_bundles: set[str] = field(default_factory=set)
+    # (device seq or 0 for admins, bundle digest) already found readable: a bundle once in a
+    # device's desired state stays fine for it to fetch, so a hit needs no lookup.
+    readable_bundles: set[tuple[int, str]] = field(default_factory=set)
     _platform_key: PlatformKey | None = None
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -37,8 +38,9 @@ class PlatformKey:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            temporary = key_dir / f".{KEY_FILE}.{os.getpid()}.tmp"
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # mkstemp, not a PID-based name: replicas in containers are all PID 1.
+            fd, name = tempfile.mkstemp(dir=key_dir, prefix=f".{KEY_FILE}.")
+            temporary = Path(name)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(pem)
                 handle.flush()

@@ -36,12 +36,13 @@ async def relay(
     heartbeat_s: float,
     is_disconnected: Callable[[], Awaitable[bool]],
     retry_ms: int = 3000,
+    ends: Callable[[Message], bool] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield rendered broker messages as they arrive, and a heartbeat comment when idle.
 
     ``subscription`` must already be entered, so nothing published after the stream opened
-    is missed. The heartbeat keeps proxies from closing an idle connection and lets the
-    client notice a dead one.
+    is missed. A message for which ``ends`` is true closes the stream. The heartbeat keeps
+    proxies from closing an idle connection and lets the client notice a dead one.
     """
     yield f"retry: {retry_ms}\n\n".encode()
     messages = aiter(subscription)
@@ -62,6 +63,8 @@ async def relay(
                 return
             finally:
                 pending = None
+            if ends is not None and ends(message):
+                return
             rendered = render(message)
             if rendered is not None:
                 yield rendered

@@ -12,7 +12,7 @@ from cloud.core.broker import Message
 from cloud.core.deps import Context, CurrentDevice
 from cloud.core.sse import SSE_HEADERS, frame, relay
 from cloud.deploy import desired
-from cloud.deploy.nudges import device_channel
+from cloud.deploy.nudges import CLOSE, device_channel
 from cloud.deploy.rollout import apply_gates
 from cloud.deploy.schemas import StatusAccepted
 from cloud.deploy.status_writer import StatusWriter
@@ -101,6 +101,7 @@ async def event_stream(
                 _render,
                 heartbeat_s=context.settings.stream_heartbeat_s,
                 is_disconnected=request.is_disconnected,
+                ends=lambda message: message.data == CLOSE,
             ):
                 yield chunk
         finally:

@@ -77,6 +77,23 @@ def lock_task(session: Session, task_name: str) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": task_name})
 
 
+def lock_live_tasks(session: Session) -> None:
+    """Take every live task's lock, in one order. Call at the start of a transaction that
+    changes a device and then materialises it: a fleet pass running meanwhile would
+    otherwise read the device's old attributes and overwrite the new result (and taking
+    the locks after touching the device row could deadlock with that pass)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    names = session.scalars(
+        select(DeploymentRow.task_name)
+        .where(DeploymentRow.state.in_(LIVE_STATES))
+        .group_by(DeploymentRow.task_name)
+        .order_by(DeploymentRow.task_name)
+    )
+    for name in names:
+        lock_task(session, name)
+
+
 def _devices(session: Session, after: int) -> list[tuple[int, str, DeviceAttributes]]:
     rows = session.execute(
         select(
@@ -194,11 +211,16 @@ def materialize_task(session: Session, task_name: str) -> list[Changed]:
         after = batch[-1][0]
         for seq, device_id, attributes in batch:
             winner: _Live | None = None
+            owned = False
             for deployment in live:
                 stage = deployment.place(device_id, attributes)
                 if stage is None:
                     continue
-                targeted[deployment.row.id][stage] += 1
+                if not owned:
+                    # Counted for the first deployment that targets it: the one it will run
+                    # once rollouts finish. Gates then wait only for devices they can get.
+                    targeted[deployment.row.id][stage] += 1
+                    owned = True
                 if winner is None and stage <= deployment.row.stage:
                     winner = deployment
             wanted = (winner.row.task_version_id, winner.row.id) if winner else None

@@ -28,3 +28,15 @@ async def send_nudges(broker: Broker, changed: Iterable[Changed]) -> int:
         # Devices still converge through their fallback sync; the database holds the truth.
         log.warning("nudges not sent", extra={"sent": sent, "reason": exc.message})
     return sent
+
+
+CLOSE = b"close"
+
+
+async def close_device_stream(broker: Broker, device_id: str) -> None:
+    """End the device's open event streams on every replica (it was removed): its next
+    reconnect then meets a 401 instead of heartbeats for hours."""
+    try:
+        await broker.publish(device_channel(device_id), CLOSE)
+    except BrokerUnavailable as exc:
+        log.warning("stream close not sent", extra={"reason": exc.message})

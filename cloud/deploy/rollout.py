@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from cloud.core.context import CloudContext
@@ -27,7 +28,15 @@ def _materialize(context: CloudContext, task_name: str) -> list[Changed]:
 async def rematerialize(context: CloudContext, task_name: str) -> int:
     """Bring every device's desired state of ``task_name`` up to date and nudge the
     devices whose state changed; returns how many changed."""
-    changed = await run_in_threadpool(_materialize, context, task_name)
+    try:
+        changed = await run_in_threadpool(_materialize, context, task_name)
+    except IntegrityError:
+        # A device was removed while the pass ran. The change itself is committed and
+        # still unmaterialised, so the sweeper applies it on its next round.
+        log.warning(
+            "materialisation raced a device removal; the sweeper retries", extra={"task": task_name}
+        )
+        return 0
     await send_nudges(context.broker, changed)
     return len(changed)
 

@@ -60,7 +60,7 @@ async def create_deployment(
 def list_deployments(
     _admin: Admin,
     session: ReadSession,
-    task: Annotated[str | None, Query(max_length=64)] = None,
+    task: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")] = None,
     state: DeploymentState | None = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cloud.core.db import INT32_MAX
 from cloud.deploy.buckets import validate_stages
 from cloud.deploy.targeting import Everyone, Target
 from device_sdk.wire import TaskName
@@ -34,7 +35,7 @@ class CreateDeployment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: TaskName
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=INT32_MAX)]
     target: Target = Field(default_factory=lambda: Everyone(everyone=True))
     stages: list[float] = Field(
         default_factory=lambda: [100.0],

@@ -64,7 +64,11 @@ def _bump(row: DeploymentRow, now: datetime, reason: str) -> None:
 
 def act(session: Session, deployment_id: int, action: Action) -> DeploymentRow:
     """Apply a manual action, or explain with a 409 why it does not apply now."""
-    row = get(session, deployment_id)
+    # Locked for the transaction: an automatic rollback committing between this read and
+    # the write would otherwise be overwritten (a paused deployment is live again).
+    row = session.get(DeploymentRow, deployment_id, with_for_update=True)
+    if row is None:
+        row = get(session, deployment_id)
     now = utcnow()
     state = DeploymentState(row.state)
     label = f"Deployment {row.id} ({row.task_name})"

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from cloud.auth.principal import DevicePrincipal
 from cloud.core.db import utcnow
-from cloud.core.errors import TandemError, UnknownTaskVersion
+from cloud.core.errors import DeviceNotFound, TandemError, UnknownTaskVersion
 from cloud.deploy.buckets import bucket, stage_of
 from cloud.deploy.tables import DeploymentRow, DeviceTaskRow, TaskStatusRow
+from cloud.devices.tables import DeviceRow
 from cloud.tasks.tables import TaskVersionRow
 from device_sdk.wire import StatusReport
 
@@ -60,6 +61,15 @@ def record_batch(
     if not accepted:
         return errors, set()
     seqs = {device.seq for device, _ in accepted}
+    # A device removed while its report was in flight: refuse that report alone, so the
+    # rest of the batch still commits (a foreign key would otherwise fail all of it).
+    alive = set(session.scalars(select(DeviceRow.seq).where(DeviceRow.seq.in_(seqs))))
+    if alive != seqs:
+        for index, (device, _reports) in enumerate(items):
+            if errors[index] is None and device.seq not in alive:
+                errors[index] = DeviceNotFound("This device was removed; register it again.")
+        accepted = [(device, reports) for device, reports in accepted if device.seq in alive]
+        seqs = alive
     desired = {
         (seq, task): (version_id, deployment_id)
         for seq, task, version_id, deployment_id in session.execute(
@@ -71,8 +81,19 @@ def record_batch(
             ).where(DeviceTaskRow.device_seq.in_(seqs))
         )
     }
-    named = {r.deployment_id for _, reports in accepted for r in reports if r.deployment_id}
-    candidates = {deployment_id for _, deployment_id in desired.values()} | named
+    # What each device last reported, and for which deployment: a device may report on a
+    # deployment it was sent before (e.g. `rolled_back` from it), never on any other.
+    reported = {
+        (seq, task): deployment_id
+        for seq, task, deployment_id in session.execute(
+            select(
+                TaskStatusRow.device_seq, TaskStatusRow.task_name, TaskStatusRow.deployment_id
+            ).where(TaskStatusRow.device_seq.in_(seqs))
+        )
+    }
+    candidates = {deployment_id for _, deployment_id in desired.values()} | {
+        d for d in reported.values() if d is not None
+    }
     deployments = {
         row.id: row
         for row in session.scalars(select(DeploymentRow).where(DeploymentRow.id.in_(candidates)))
@@ -83,7 +104,9 @@ def record_batch(
     for device, reports in accepted:
         for report in reports:
             version_id = versions[(report.task, report.version)]
-            deployment = _deployment_for(desired, deployments, device.seq, report, version_id)
+            deployment = _deployment_for(
+                desired, reported, deployments, device.seq, report, version_id
+            )
             stage = None
             if deployment is not None:
                 stage = stage_of(bucket(deployment.id, device.device_id), deployment.stages)
@@ -98,21 +121,28 @@ def record_batch(
                 "reason": report.reason or "",
                 "updated_at": now,
             }
-    _upsert(session, list(latest.values()))
+    if latest:
+        _upsert(session, list(latest.values()))
     return errors, touched
 
 
 def _deployment_for(
     desired: dict[tuple[int, str], tuple[int, int]],
+    reported: dict[tuple[int, str], int | None],
     deployments: dict[int, DeploymentRow],
     seq: int,
     report: StatusReport,
     version_id: int,
 ) -> DeploymentRow | None:
-    """The deployment the report is about: the one that sent the device this version, or
-    the one the device names (a version it rolled back from is no longer desired)."""
+    """The deployment the report is about: the one that sends the device this version now,
+    or the one it sent before (a version the device rolled back from is no longer desired).
+    A deployment the device was never sent is ignored, whatever the report names: reports
+    feed gates, and a device must not steer a rollout it is not part of."""
     want = desired.get((seq, report.task))
-    candidate = want[1] if want is not None and want[0] == version_id else report.deployment_id
+    if want is not None and want[0] == version_id:
+        candidate: int | None = want[1]
+    else:
+        candidate = reported.get((seq, report.task))
     row = deployments.get(candidate) if candidate is not None else None
     return row if row is not None and row.task_version_id == version_id else None
 

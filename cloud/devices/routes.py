@@ -9,8 +9,8 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.auth.cache import revoke
 from cloud.core.deps import Admin, Context, CurrentDevice, ReadSession
-from cloud.deploy.materialize import Changed, materialize_device
-from cloud.deploy.nudges import send_nudges
+from cloud.deploy.materialize import Changed, lock_live_tasks, materialize_device
+from cloud.deploy.nudges import close_device_stream, send_nudges
 from cloud.devices import service
 from cloud.devices.schemas import DevicePage
 from cloud.events.publisher import publish_event_from_thread
@@ -33,6 +33,7 @@ def register_device(body: RegisterDeviceRequest, context: Context) -> RegisterDe
     """Register a device with an enrollment key. The returned `token` is the device's bearer
     credential from now on; it is shown once and the cloud keeps only its hash."""
     with context.db.session() as session:
+        lock_live_tasks(session)
         registered = service.register(
             session,
             body.enrollment_key,
@@ -91,6 +92,7 @@ async def update_my_attributes(
 
     def update() -> tuple[DeviceInfo, Changed | None]:
         with context.db.session() as session:
+            lock_live_tasks(session)
             row = service.update_attributes(session, device.seq, body)
             return service.to_info(row), materialize_device(session, row.seq)
 
@@ -108,7 +110,8 @@ def read_device(device_id: DeviceIdPath, _admin: Admin, session: ReadSession) ->
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_device(device_id: DeviceIdPath, _admin: Admin, context: Context) -> Response:
-    """Remove a device; its token stops working at once, on every replica."""
+    """Remove a device; its token stops working at once, on every replica, and its open
+    event stream is closed."""
 
     def remove() -> str:
         with context.db.session() as session:
@@ -116,4 +119,5 @@ async def remove_device(device_id: DeviceIdPath, _admin: Admin, context: Context
 
     token_hash = await run_in_threadpool(remove)
     await revoke(context.broker, context.auth_cache, token_hash)
+    await close_device_stream(context.broker, device_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

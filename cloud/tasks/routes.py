@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Path, Request, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from cloud.auth.principal import DevicePrincipal
 from cloud.blobs.routes import serve_blob
 from cloud.core.db import INT32_MAX
 from cloud.core.deps import Admin, Context, CurrentPrincipal, ReadSession
@@ -77,11 +78,14 @@ def download_bundle(
     sha256: str, request: Request, principal: CurrentPrincipal, context: Context
 ) -> Response:
     """Download a published task bundle (.tar.gz) by its sha256, as an admin or a device.
-    Supports `Range` (to resume) and `If-None-Match`; responses are immutable and cacheable.
-    Digests of other blobs get 404."""
-    if sha256 not in context.published_bundles:
+    A device gets only bundles of its own desired state. Supports `Range` (to resume) and
+    `If-None-Match`; responses are immutable and cacheable. Other digests get 404."""
+    key = (principal.seq if isinstance(principal, DevicePrincipal) else 0, sha256)
+    if key not in context.readable_bundles:
         # A short read: no transaction stays open while the bytes stream out.
         with context.db.session(write=False) as session:
             service.readable_bundle(session, sha256, principal)
-        context.published_bundles.add(sha256)
+        if len(context.readable_bundles) > 100_000:
+            context.readable_bundles.clear()
+        context.readable_bundles.add(key)
     return serve_blob(request, context, sha256, service.BUNDLE_MEDIA_TYPE)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cloud.auth.principal import Principal
+from cloud.auth.principal import DevicePrincipal, Principal
 from cloud.blobs.service import readable_blob, record_blob
 from cloud.blobs.tables import BlobRow
 from cloud.core.blobstore import BlobStore, InvalidDigest, is_sha256
@@ -24,6 +24,7 @@ from cloud.core.errors import (
     TaskVersionNotFound,
 )
 from cloud.core.signing import PlatformKey
+from cloud.deploy.tables import DeviceTaskRow
 from cloud.tasks.schemas import TaskSummary, TaskVersionOut
 from cloud.tasks.tables import TaskVersionRow
 from device_sdk import InvalidBundle, bundle
@@ -170,9 +171,15 @@ def readable_bundle(session: Session, sha256: str, principal: Principal) -> Blob
         raise InvalidDigest(
             f"{sha256[:80]!r} is not a sha256 digest (64 lowercase hex characters)."
         )
-    published = session.scalar(
-        select(TaskVersionRow.id).where(TaskVersionRow.bundle_sha256 == sha256).limit(1)
-    )
+    query = select(TaskVersionRow.id).where(TaskVersionRow.bundle_sha256 == sha256)
+    if isinstance(principal, DevicePrincipal):
+        # A device reads only its own state: bundles its desired state names.
+        query = query.join(
+            DeviceTaskRow,
+            (DeviceTaskRow.task_version_id == TaskVersionRow.id)
+            & (DeviceTaskRow.device_seq == principal.seq),
+        )
+    published = session.scalar(query.limit(1))
     if published is None:
         raise BlobNotFound(
             f"No task bundle with sha256 {sha256} is published; "

@@ -173,3 +173,28 @@ def test_sweeper_finishes_a_rollout_left_half_done(tmp_path: Path) -> None:
             for d in devices
         ]
     assert all(len(tasks) == 1 for tasks in reached)
+
+
+def test_removing_a_device_closes_its_stream(server: LiveServer) -> None:
+    """An admin removing a device ends its open stream; reconnecting gets 401."""
+    device = _register(server)
+    headers = {"Authorization": f"Bearer {device['token']}"}
+    ended = threading.Event()
+    opened = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream(
+            "GET", f"{server.url}/v1/devices/me/stream", headers=headers, timeout=10
+        ) as response:
+            opened.set()
+            for _line in response.iter_lines():
+                pass
+        ended.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    assert opened.wait(10)
+    removed = httpx.delete(f"{server.url}/v1/devices/{device['device_id']}", headers=ADMIN)
+    assert removed.status_code == 204
+    assert ended.wait(5), "the stream stayed open after the device was removed"
+    again = httpx.get(f"{server.url}/v1/devices/me/stream", headers=headers)
+    assert again.status_code == 401

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from cloud.devices.service import remove
 from device_sdk.bundle import verify_signature
 from device_sdk.wire import TaskManifest
 from tests.cloud.deploy.deploy_factories import act, deploy, desired, publish, report
@@ -293,3 +294,85 @@ def test_deployment_list_filters_and_paginates(client: TestClient, tmp_path: Pat
     assert [d["id"] for d in rest["items"]] == [ids[0]]
     rolled = client.get("/v1/deployments", headers=ADMIN, params={"state": "rolled_back"}).json()
     assert [d["id"] for d in rolled["items"]] == [ids[0]]
+
+
+def test_device_cannot_report_on_a_deployment_it_was_never_sent(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Failures reported by untargeted devices naming a deployment do not roll it back."""
+    publish(client, tmp_path)
+    key = enrollment_key(client)
+    register_device(client, key, tags=["beta"])
+    gates = {"min_healthy": 100, "max_failure_rate": 0.5, "min_reports": 3}
+    created = deploy(client, target={"tag": "beta"}, gates=gates)
+    for _ in range(3):
+        outsider = register_device(client, key)
+        body = {
+            "reports": [
+                {"task": "hello", "version": 1, "state": "failed", "deployment_id": created["id"]}
+            ]
+        }
+        client.post("/v1/devices/me/status", headers=device_headers(outsider), json=body)
+    state = client.get(f"/v1/deployments/{created['id']}", headers=ADMIN).json()
+    assert state["state"] == "active"
+    assert state["progress"][0]["failed"] == 0
+
+
+def test_rolled_back_report_counts_for_the_deployment_left(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """After v2 is rolled back, a `rolled_back` report for v2 counts for v2's deployment."""
+    publish(client, tmp_path, version=1)
+    publish(client, tmp_path, version=2)
+    device = register_device(client)
+    deploy(client, version=1)
+    v2 = deploy(client, version=2)
+    report(client, device, "hello", 2, "active")
+    act(client, v2["id"], "rollback")
+    assert report(client, device, "hello", 2, "rolled_back").status_code == 200
+    progress = client.get(f"/v1/deployments/{v2['id']}", headers=ADMIN).json()["progress"]
+    assert progress[0]["rolled_back"] == 1
+
+
+def test_removed_devices_report_is_404(client: TestClient, tmp_path: Path) -> None:
+    """A report from a device removed moments before gets 404, not a 500."""
+    publish(client, tmp_path)
+    device = register_device(client)
+    deploy(client)
+    assert desired(client, device) == {"hello": 1}  # its token is now in the auth cache
+    app_state = client.app.state  # type: ignore[attr-defined]
+    with app_state.context.db.session() as session:
+        remove(session, device["device_id"])
+    # The token is still in this replica's cache, as it would be on another replica.
+    response = report(client, device, "hello", 1, "active")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "device_not_found"
+
+
+def test_gate_counts_only_devices_the_deployment_can_get(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Devices served by a higher-priority deployment do not hold back another one's gate."""
+    publish(client, tmp_path, version=1)
+    publish(client, tmp_path, version=2)
+    key = enrollment_key(client)
+    beta = [register_device(client, key, tags=["beta"]) for _ in range(3)]
+    plain = register_device(client, key)
+    deploy(client, version=2, target={"tag": "beta"}, priority=10)
+    everyone = deploy(client, version=1, stages=[50, 100], gates={"min_healthy": 2})
+    state = client.get(f"/v1/deployments/{everyone['id']}", headers=ADMIN).json()
+    assert sum(stage["targeted"] for stage in state["progress"]) == 1
+    if desired(client, plain) == {"hello": 1}:
+        report(client, plain, "hello", 1, "active")
+        state = client.get(f"/v1/deployments/{everyone['id']}", headers=ADMIN).json()
+        assert state["stage"] == 1
+    assert all(desired(client, d) == {"hello": 2} for d in beta)
+
+
+def test_deployment_filters_and_versions_are_bounded(client: TestClient) -> None:
+    """A NUL in the task filter and a 40-bit version get 422, not a 500."""
+    assert (
+        client.get("/v1/deployments", headers=ADMIN, params={"task": "a\x00b"}).status_code == 422
+    )
+    big = client.post("/v1/deployments", headers=ADMIN, json={"task": "hello", "version": 2**40})
+    assert big.status_code == 422

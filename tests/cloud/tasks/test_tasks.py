@@ -221,6 +221,8 @@ def test_device_downloads_and_resumes_a_bundle(client: TestClient, tmp_path: Pat
     data = packed(tmp_path, files={"main.py": "x = 1\n" * 2000})
     url = publish(client, data).json()["bundle_url"]
     device = device_headers(register_device(client))
+    deployed = client.post("/v1/deployments", headers=ADMIN, json={"task": "hello", "version": 1})
+    assert deployed.status_code == 201
     whole = client.get(url, headers=device)
     assert whole.status_code == 200 and whole.content == data
     assert whole.headers["content-type"] == "application/gzip"
@@ -229,6 +231,23 @@ def test_device_downloads_and_resumes_a_bundle(client: TestClient, tmp_path: Pat
     rest = client.get(url, headers={**device, "Range": f"bytes={cut}-"})
     assert rest.status_code == 206
     assert data[:cut] + rest.content == data
+
+
+def test_device_gets_404_for_a_bundle_not_deployed_to_it(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A device cannot fetch a published bundle that its desired state does not name."""
+    url = publish(client, packed(tmp_path)).json()["bundle_url"]
+    client.post(
+        "/v1/deployments",
+        headers=ADMIN,
+        json={"task": "hello", "version": 1, "target": {"tag": "beta"}},
+    )
+    outsider = device_headers(register_device(client))
+    insider = device_headers(register_device(client, tags=["beta"]))
+    assert client.get(url, headers=outsider).status_code == 404
+    assert client.get(url, headers=insider).status_code == 200
+    assert client.get(url, headers=ADMIN).status_code == 200
 
 
 def test_device_gets_404_for_a_cloud_models_blob(client: TestClient) -> None:
