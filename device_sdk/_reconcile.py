@@ -83,8 +83,11 @@ class Reconciler:
         for task in state.tasks:
             failure = self._converge(task, state.rev) or failure
         desired = {task.name: task.version for task in state.tasks}
-        for name in self._store.active_versions().keys() - desired.keys():
-            self._installer.deactivate(name)
+        for name, running in self._store.active_versions().items():
+            if name not in desired:
+                # The cloud took the task away (its deployment was rolled back): say so.
+                self._store.queue_reports(self._left(name, running))
+                self._installer.deactivate(name)
         for version in self._store.versions():
             if (
                 version.state is VersionState.failed
@@ -115,10 +118,12 @@ class Reconciler:
             if installed.state is VersionState.active:
                 return None
             if installed.state is VersionState.previous:
+                running = self._store.active_versions().get(task.name)
+                left = self._left(task.name, running) if running is not None else []
                 self._installer.reactivate(
                     installed,
                     deployment_id=task.deployment_id,
-                    reports=_reports(task, TaskState.active),
+                    reports=[*left, *_reports(task, TaskState.active)],
                 )
                 log.info("task %s: version %d re-activated", task.name, task.version)
                 return None
@@ -157,6 +162,20 @@ class Reconciler:
         partial.unlink(missing_ok=True)
         log.info("task %s: version %d installed and active", task.name, task.version)
         return None
+
+    def _left(self, task: str, version: int) -> list[StatusReport]:
+        """A `rolled_back` report for the version this device stops running."""
+        installed = self._store.version(task, version)
+        deployment_id = installed.deployment_id if installed is not None else None
+        return [
+            StatusReport(
+                task=task,
+                version=version,
+                state=TaskState.rolled_back,
+                reason="the cloud's desired state no longer includes this version",
+                deployment_id=deployment_id,
+            )
+        ]
 
     def deliver_reports(self) -> None:
         """Send every queued status report, oldest first, in as few requests as allowed."""

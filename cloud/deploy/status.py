@@ -84,10 +84,13 @@ def record_batch(
     # What each device last reported, and for which deployment: a device may report on a
     # deployment it was sent before (e.g. `rolled_back` from it), never on any other.
     reported = {
-        (seq, task): deployment_id
-        for seq, task, deployment_id in session.execute(
+        (seq, task, version): deployment_id
+        for seq, task, version, deployment_id in session.execute(
             select(
-                TaskStatusRow.device_seq, TaskStatusRow.task_name, TaskStatusRow.deployment_id
+                TaskStatusRow.device_seq,
+                TaskStatusRow.task_name,
+                TaskStatusRow.version,
+                TaskStatusRow.deployment_id,
             ).where(TaskStatusRow.device_seq.in_(seqs))
         )
     }
@@ -99,7 +102,7 @@ def record_batch(
         for row in session.scalars(select(DeploymentRow).where(DeploymentRow.id.in_(candidates)))
     }
     now = utcnow()
-    latest: dict[tuple[int, str], dict[str, Any]] = {}
+    latest: dict[tuple[int, str, int], dict[str, Any]] = {}
     touched: set[int] = set()
     for device, reports in accepted:
         for report in reports:
@@ -111,7 +114,7 @@ def record_batch(
             if deployment is not None:
                 stage = stage_of(bucket(deployment.id, device.device_id), deployment.stages)
                 touched.add(deployment.id)
-            latest[(device.seq, report.task)] = {
+            latest[(device.seq, report.task, report.version)] = {
                 "device_seq": device.seq,
                 "task_name": report.task,
                 "version": report.version,
@@ -128,7 +131,7 @@ def record_batch(
 
 def _deployment_for(
     desired: dict[tuple[int, str], tuple[int, int]],
-    reported: dict[tuple[int, str], int | None],
+    reported: dict[tuple[int, str, int], int | None],
     deployments: dict[int, DeploymentRow],
     seq: int,
     report: StatusReport,
@@ -142,7 +145,7 @@ def _deployment_for(
     if want is not None and want[0] == version_id:
         candidate: int | None = want[1]
     else:
-        candidate = reported.get((seq, report.task))
+        candidate = reported.get((seq, report.task, report.version))
     row = deployments.get(candidate) if candidate is not None else None
     return row if row is not None and row.task_version_id == version_id else None
 
@@ -153,10 +156,12 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     statement = insert(TaskStatusRow)
     updated = {
         column: statement.excluded[column]
-        for column in ("version", "deployment_id", "stage", "state", "reason", "updated_at")
+        for column in ("deployment_id", "stage", "state", "reason", "updated_at")
     }
     session.execute(
-        statement.on_conflict_do_update(index_elements=["device_seq", "task_name"], set_=updated),
+        statement.on_conflict_do_update(
+            index_elements=["device_seq", "task_name", "version"], set_=updated
+        ),
         rows,
     )
 

@@ -51,7 +51,8 @@ class DeviceTaskRow(Base):
 
 
 class TaskStatusRow(Base):
-    """The latest state a device reported for a task."""
+    """The latest state a device reported for each version of a task: a rolled-back version
+    keeps its `rolled_back` row while the device runs another."""
 
     __tablename__ = "task_status"
     __table_args__ = (Index("ix_task_status_deployment", "deployment_id", "stage", "state"),)
@@ -60,7 +61,7 @@ class TaskStatusRow(Base):
         ForeignKey("devices.seq", ondelete="CASCADE"), primary_key=True
     )
     task_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
     deployment_id: Mapped[int | None] = mapped_column(
         ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True
     )

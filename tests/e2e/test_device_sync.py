@@ -82,7 +82,7 @@ def connected(status: DeviceStatus) -> bool:
 
 def progress(server: LiveServer, deployment_id: int) -> dict[str, int]:
     body = httpx.get(f"{server.url}/v1/deployments/{deployment_id}", headers=ADMIN).json()
-    totals = {"downloaded": 0, "active": 0, "failed": 0}
+    totals = {"downloaded": 0, "active": 0, "failed": 0, "rolled_back": 0}
     for stage in body["progress"]:
         for state in totals:
             totals[state] += stage[state]
@@ -100,6 +100,24 @@ def test_device_converges_on_a_release_through_the_stream(
         path = device.task_path("hello")
         assert path is not None and (path / "main.py").read_text() == "V = 1\n"
     assert progress(server, released["deployment"]["id"])["active"] == 1, server.log()
+
+
+def test_rollback_returns_the_device_to_the_previous_version_and_is_reported(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """Rolling v2 back makes the device run v1 again without a download, and v2's
+    deployment counts the device as rolled back."""
+    with device_for(server, enroll(server), tmp_path / "device") as device:
+        device.wait_for(connected, timeout_s=WAIT_S)
+        release(server, tmp_path, 1)
+        device.wait_for(runs(1), timeout_s=WAIT_S)
+        second = release(server, tmp_path, 2)
+        device.wait_for(runs(2), timeout_s=WAIT_S)
+        deployment_id = second["deployment"]["id"]
+        rolled = httpx.post(f"{server.url}/v1/deployments/{deployment_id}/rollback", headers=ADMIN)
+        assert rolled.status_code == 200, rolled.text
+        device.wait_for(runs(1), timeout_s=WAIT_S)
+    assert progress(server, deployment_id)["rolled_back"] == 1, server.log()
 
 
 def test_device_offline_at_release_converges_when_it_starts(

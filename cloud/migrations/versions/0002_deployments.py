@@ -117,7 +117,7 @@ def upgrade() -> None:
             name=op.f("fk_task_status_device_seq_devices"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("device_seq", "task_name", name=op.f("pk_task_status")),
+        sa.PrimaryKeyConstraint("device_seq", "task_name", "version", name=op.f("pk_task_status")),
     )
     with op.batch_alter_table("task_status", schema=None) as batch_op:
         batch_op.create_index(
