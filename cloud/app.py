@@ -32,6 +32,7 @@ from cloud.migrations import upgrade
 from cloud.ops.routes import router as ops_router
 from cloud.registry.routes import router as registry_router
 from cloud.tasks.routes import router as task_router
+from cloud.uploads.routes import router as upload_router
 
 log = logging.getLogger("tandem.app")
 
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task_router,
         blob_router,
         event_router,
+        upload_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
     # The last added is the outermost: every response, a 413 included, is counted and logged.

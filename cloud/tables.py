@@ -9,6 +9,7 @@ from cloud.deploy import tables as deploy_tables
 from cloud.devices import tables as device_tables
 from cloud.registry import tables as registry_tables
 from cloud.tasks import tables as task_tables
+from cloud.uploads import tables as upload_tables
 
 metadata = Base.metadata
 
@@ -20,4 +21,5 @@ __all__ = [
     "metadata",
     "registry_tables",
     "task_tables",
+    "upload_tables",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,13 +17,19 @@ from typing import Any
 import httpx
 
 from device_sdk._client import CloudClient
-from device_sdk._errors import IdentityMismatch
+from device_sdk._errors import IdentityMismatch, TaskNotInstalled
 from device_sdk._installer import Installer
+from device_sdk._outbox import Outbox
 from device_sdk._reconcile import Reconciler
 from device_sdk._records import Identity, InstalledTask, VersionState
+from device_sdk._runner import ModelRunner
+from device_sdk._runtime import TaskOutput, TaskRuntime, TaskStats
 from device_sdk._store import DeviceStore
 from device_sdk._sync import SyncAgent
+from device_sdk._uploader import UploadClient, Uploader
 from device_sdk.wire import DeviceAttributes, RegisterDeviceRequest
+
+log = logging.getLogger("device_sdk.runtime")
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,8 @@ class DeviceStatus:
 
     ``desired_rev`` is the revision of the last desired state fetched; ``installed`` maps
     each active task to its version; ``unsent_reports`` counts status reports waiting for
-    the cloud; ``last_error`` is the latest sync problem (None after a clean pass).
+    the cloud; ``last_error`` is the latest sync problem (None after a clean pass);
+    ``tasks`` holds each active task's run counters and last error (:class:`TaskStats`).
     """
 
     device_id: str | None
@@ -41,6 +49,7 @@ class DeviceStatus:
     installed: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     unsent_reports: int = 0
     last_error: Exception | None = None
+    tasks: Mapping[str, TaskStats] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class Device:
@@ -54,6 +63,11 @@ class Device:
     ``fallback_interval_s`` is how often the device checks its desired state without a
     nudge (a lost nudge delays a release at most this long); ``heartbeat_timeout_s`` is
     how long the event stream may stay silent before the device reconnects.
+
+    Installed tasks run through :meth:`predict` (and on their schedules while the device
+    is started), whether or not the cloud is reachable. ``intra_op_num_threads`` is the
+    number of threads one model run may use (1 suits running tasks side by side);
+    ``task_workers`` bounds the worker threads that run tasks' entry code.
     """
 
     def __init__(
@@ -66,6 +80,9 @@ class Device:
         transport: httpx.BaseTransport | None = None,
         fallback_interval_s: float = 21600.0,
         heartbeat_timeout_s: float = 45.0,
+        intra_op_num_threads: int = 1,
+        task_workers: int = 4,
+        outbox_max_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         if fallback_interval_s <= 0 or heartbeat_timeout_s <= 0:
             raise ValueError(
@@ -84,8 +101,18 @@ class Device:
         self._store: DeviceStore | None = None
         self._client: CloudClient | None = None
         self._agent: SyncAgent | None = None
+        self._outbox_max_bytes = outbox_max_bytes
+        self._outbox: Outbox | None = None
+        self._uploads: UploadClient | None = None
+        self._uploader: Uploader | None = None
         self._changed = threading.Condition()
         self._generation = 0
+        self._runtime = TaskRuntime(
+            self.data_dir / "tasks",
+            runner=ModelRunner(intra_op_num_threads=intra_op_num_threads),
+            max_workers=task_workers,
+            on_change=self._bump,
+        )
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -131,11 +158,31 @@ class Device:
                 fallback_interval_s=self._fallback_interval_s,
                 on_change=self._notify,
             )
+            self._refresh_tasks()
+            self._runtime.start()
             self._agent.start()
+            self._outbox = Outbox(store, max_bytes=self._outbox_max_bytes)
+            self._uploads = UploadClient(
+                self.cloud_url, token=identity.token, transport=self._transport
+            )
+            self._uploader = Uploader(self._outbox, self._uploads, on_change=self._bump)
+            self._uploader.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop syncing; waits up to ``timeout_s`` for the background threads to end."""
+        """Stop syncing and scheduled tasks; waits up to ``timeout_s`` for the background
+        threads to end. Task calls in progress are cancelled; :meth:`predict` still works."""
         with self._lifecycle:
+            # The uploader first: it reads the outbox, which must outlive it.
+            if self._uploader is not None:
+                self._uploader.stop(timeout_s)
+                self._uploader = None
+            if self._uploads is not None:
+                self._uploads.close()
+                self._uploads = None
+            if self._outbox is not None:
+                self._outbox.close()
+                self._outbox = None
+            self._runtime.stop(timeout_s)
             if self._agent is not None:
                 self._agent.stop(timeout_s)
             if self._client is not None:
@@ -168,6 +215,8 @@ class Device:
             cached = store.cached_desired()
             installed = store.active_versions()
             unsent = store.count_pending_reports()
+        if self._runtime.versions() != installed:
+            self._refresh_tasks()  # the store is ahead of the runtime: catch up first
         return DeviceStatus(
             device_id=None if identity is None else identity.device_id,
             running=agent is not None and agent.running,
@@ -176,7 +225,54 @@ class Device:
             installed=MappingProxyType(installed),
             unsent_reports=unsent,
             last_error=None if agent is None else agent.last_error,
+            tasks=MappingProxyType(self._runtime.stats()),
         )
+
+    def predict(self, task: str, inputs: Any, *, timeout_s: float | None = None) -> Any:
+        """Run the active version of ``task`` on this device and return its result.
+
+        A model task (no entry, one model) runs its model in this thread and returns its
+        outputs, ``{output name: array}``; ``inputs`` maps input names to arrays of the
+        model's dtypes. A task with an entry returns what its ``run(ctx, inputs)`` returns,
+        run in a worker thread within ``timeout_s`` (default: the task's
+        ``resources.timeout_ms``).
+
+        Raises :class:`TaskNotInstalled` (naming the installed tasks),
+        :class:`InvalidModelInput` (naming the input and what the model expects),
+        :class:`TaskTimeout`, or :class:`TaskFailed` (the task's exception as its cause).
+        """
+        try:
+            return self._runtime.predict(task, inputs, timeout_s=timeout_s)
+        except TaskNotInstalled:
+            # Installed since the runtime last looked (or the first call): look once more.
+            if not self._refresh_tasks(any_time=True):
+                raise
+        return self._runtime.predict(task, inputs, timeout_s=timeout_s)
+
+    def queue(self, channel: str, payload: dict[str, Any] | bytes) -> str:
+        """Queue ``payload`` (a JSON object) for upload on ``channel``. It is on disk when
+        this returns and reaches the cloud exactly once, across crashes and retries; the
+        return value is its idempotency key. Works while stopped: items go out after
+        :meth:`start`."""
+        with self._reading() as store:
+            if self._outbox is not None:
+                return self._outbox.put(channel, payload)
+            outbox = Outbox(store, max_bytes=self._outbox_max_bytes)
+            try:
+                return outbox.put(channel, payload)
+            finally:
+                outbox.close()
+
+    def flush_uploads(self, timeout_s: float = 10.0) -> bool:
+        """Block until the outbox is empty (True) or ``timeout_s`` passes (False)."""
+        uploader = self._uploader
+        return uploader.flush(timeout_s) if uploader is not None else False
+
+    def on_output(self, callback: Callable[[TaskOutput], None]) -> Callable[[TaskOutput], None]:
+        """Call ``callback`` with what each task call emitted (``ctx.emit``), from the
+        worker thread once the call returned; returns ``callback``, so it can decorate."""
+        self._runtime.on_output(callback)
+        return callback
 
     def installed_tasks(self) -> list[InstalledTask]:
         """Every task version the device knows: active, kept for rollback, or failed."""
@@ -257,7 +353,30 @@ class Device:
             finally:
                 store.close()
 
+    def _refresh_tasks(self, *, any_time: bool = False) -> bool:
+        """Tell the runtime which version of each task is active, as the store says;
+        returns whether that changed what runs. Unless ``any_time``, only while started."""
+        with self._store_lock:
+            if self._store is None and not any_time:
+                return False
+            with self._reading() as store:
+                versions = store.versions()
+        active = {
+            v.task: v.path
+            for v in versions
+            if v.state is VersionState.active and v.path is not None
+        }
+        return self._runtime.update(active)
+
     def _notify(self) -> None:
+        # Called from the sync threads after installs, rollbacks and connection changes.
+        try:
+            self._refresh_tasks()
+        except Exception:  # the sync must go on; the next change retries
+            log.exception("could not load the installed tasks")
+        self._bump()
+
+    def _bump(self) -> None:
         with self._changed:
             self._generation += 1
             self._changed.notify_all()

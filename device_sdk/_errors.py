@@ -58,3 +58,64 @@ class LocalStoreError(DeviceSDKError):
 
 class IdentityMismatch(LocalStoreError):
     """The data directory holds the identity of a device registered with another cloud."""
+
+
+class InvalidModelInput(DeviceSDKError, ValueError):
+    """Inputs for a model do not match its signature: a missing or unknown input name, or
+    an array of the wrong dtype, rank or size. The message names the input and what the
+    model expects."""
+
+
+class UnknownModel(DeviceSDKError, LookupError):
+    """A task asked for a model its manifest does not list (``ctx.model(name)``)."""
+
+
+class TaskNotInstalled(DeviceSDKError, LookupError):
+    """The app asked for a task that has no active version on this device."""
+
+
+class TaskFailed(DeviceSDKError):
+    """A task's call raised, or the task could not be loaded; the cause is ``__cause__``.
+
+    ``task`` and ``version`` name the task version that failed (``version`` is None when
+    no version could be read).
+    """
+
+    def __init__(self, message: str, *, task: str, version: int | None) -> None:
+        super().__init__(message)
+        self.task = task
+        self.version = version
+
+
+class TaskTimeout(TaskFailed, TimeoutError):
+    """A task's call ran past its time limit (``resources.timeout_ms``, or ``timeout_s``)."""
+
+
+class InvalidPayload(DeviceSDKError, ValueError):
+    """An item given to the outbox can never be uploaded: an unknown channel, a payload that
+    is not a JSON object, or one over the cloud's size limit. Raised by ``put``, at once."""
+
+
+class OutboxFull(DeviceSDKError):
+    """The outbox is at its size cap, and making room would evict items of channels with a
+    higher priority than the new item's; the new item was not stored."""
+
+
+class UploadRejected(CloudRejected):
+    """The cloud refused a batch of outbox items with a 4xx that retrying will not fix.
+
+    ``rejected`` holds the positions (in the batch) of the items the cloud named as invalid;
+    it is empty when the cloud named none, i.e. the whole batch was refused.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        server_message: str | None = None,
+        rejected: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(message, status_code=status_code, code=code, server_message=server_message)
+        self.rejected = rejected

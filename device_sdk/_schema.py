@@ -57,4 +57,39 @@ def _v1_sync(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_sync]
+def _v2_outbox(db: sqlite3.Connection) -> None:
+    # Items waiting for upload (see _outbox). seq orders them; key is the idempotency key
+    # the cloud deduplicates by; size is the payload's length, summed in outbox_size by
+    # the triggers below so the size cap costs no scan.
+    db.execute(
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            channel TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            payload TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at TEXT NOT NULL)"""
+    )
+    db.execute("CREATE INDEX outbox_batches ON outbox (channel, seq, size)")
+    db.execute("CREATE INDEX outbox_eviction ON outbox (priority, seq, size)")
+    db.execute(
+        """CREATE TABLE outbox_size (
+            singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+            items INTEGER NOT NULL,
+            bytes INTEGER NOT NULL)"""
+    )
+    db.execute("INSERT INTO outbox_size VALUES (1, 0, 0)")
+    db.execute(
+        """CREATE TRIGGER outbox_added AFTER INSERT ON outbox BEGIN
+            UPDATE outbox_size SET items = items + 1, bytes = bytes + new.size;
+        END"""
+    )
+    db.execute(
+        """CREATE TRIGGER outbox_removed AFTER DELETE ON outbox BEGIN
+            UPDATE outbox_size SET items = items - 1, bytes = bytes - old.size;
+        END"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_sync, _v2_outbox]

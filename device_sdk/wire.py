@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 # Text the cloud stores or queries by holds no control characters: PostgreSQL text cannot
 # hold NUL, and none belongs in a one-line value. Multi-line text may keep tab, LF and CR.
@@ -202,3 +202,74 @@ class StatusReports(Request):
     """Several reports in one request, e.g. `downloaded` and `active` for one release."""
 
     reports: Annotated[list[StatusReport], Field(min_length=1, max_length=100)]
+
+
+# --- Uploads: outbox items a device sends to the cloud -------------------------------------
+
+
+class UploadChannel(StrEnum):
+    """What an upload is for; each channel has its own endpoint and storage on the cloud."""
+
+    # Raw event batches, for cloud-side backfill and comparison of pipelines (opt-in).
+    events = "events"
+
+
+MAX_UPLOAD_ITEMS = 500
+"""The most items one upload request may carry."""
+MAX_UPLOAD_PAYLOAD_BYTES = 64 * 1024
+"""The largest payload, measured as its compact UTF-8 JSON (see :func:`payload_json`)."""
+MAX_UPLOAD_BODY_BYTES = 4 * 1024 * 1024
+"""The largest upload request body the cloud reads; a bigger one is answered 413."""
+
+UploadKey = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+]
+
+
+def payload_json(payload: dict[str, Any]) -> bytes:
+    """The one encoding both sides size a payload by: compact UTF-8 JSON.
+
+    Raises ``ValueError`` for what JSON cannot carry: NaN, Infinity, lone surrogates
+    (not UTF-8), values of other types than JSON's.
+    """
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode()
+    except (TypeError, RecursionError) as exc:
+        raise ValueError(f"the payload is not JSON-serialisable ({exc})") from exc
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"the payload holds text that is not valid Unicode ({exc.reason})"
+        ) from exc
+
+
+class UploadItem(Request):
+    """One outbox item. ``key`` (a lowercase UUID) makes a retried item count once."""
+
+    key: UploadKey
+    payload: dict[str, Any]
+
+    @field_validator("payload")
+    @classmethod
+    def _bounded(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        size = len(payload_json(payload))
+        if size > MAX_UPLOAD_PAYLOAD_BYTES:
+            raise ValueError(
+                f"the payload is {size} bytes as compact JSON; at most "
+                f"{MAX_UPLOAD_PAYLOAD_BYTES} are accepted"
+            )
+        return payload
+
+
+class UploadBatch(Request):
+    """Items of one channel, in the order the device queued them."""
+
+    items: Annotated[list[UploadItem], Field(min_length=1, max_length=MAX_UPLOAD_ITEMS)]
+
+
+class UploadAccepted(Response):
+    """``accepted`` items were new; ``duplicates`` were stored before (a retried batch)."""
+
+    accepted: int
+    duplicates: int

@@ -242,3 +242,12 @@ def test_release_reaches_the_device_after_a_redis_restart(
             redis_server.start()
             release(server, tmp_path, 1)
             device.wait_for(runs(1), timeout_s=WAIT_S)
+
+
+def test_queued_items_reach_the_cloud_once(server: LiveServer, tmp_path: Path) -> None:
+    """Items a started Device queues are uploaded, each stored once, and the outbox empties."""
+    with device_for(server, enroll(server), tmp_path / "device") as device:
+        keys = [device.queue("events", {"type": "click", "n": n}) for n in range(5)]
+        assert device.flush_uploads(timeout_s=WAIT_S)
+    stored = httpx.get(f"{server.url}/v1/uploads/events", headers=ADMIN).json()["items"]
+    assert sorted(item["key"] for item in stored) == sorted(keys)
