@@ -1,9 +1,9 @@
 """Tandem device SDK: the library an app embeds to run compact models and sync tasks.
 
-Most apps need only :class:`Device`, which syncs tasks and runs them (``predict``). The
-building blocks (the cloud client, the local store, the installer, the sync agent, the
-model runner and the task runtime) are exported too, for tools and tests that drive one
-piece on its own.
+Most apps need only :class:`Device`, which syncs tasks, runs them (``predict``) and keeps
+the app's events (``track``). The building blocks (the cloud client, the local store, the
+installer, the sync agent, the model runner, the task runtime, the event log and the
+feature store) are exported too, for tools and tests that drive one piece on its own.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from device_sdk._errors import (
     DeviceSDKError,
     IdentityMismatch,
     InvalidBundle,
+    InvalidEvent,
+    InvalidFeature,
     InvalidModelInput,
     InvalidPayload,
     InvalidSignature,
@@ -32,17 +34,20 @@ from device_sdk._errors import (
     UploadRejected,
 )
 from device_sdk._event_stream import EventStream
+from device_sdk._events import Event, EventLog, Feature, FeatureStore, FeaturesView
 from device_sdk._installer import Installer
 from device_sdk._outbox import Outbox, OutboxItem
 from device_sdk._reconcile import ReconcileOutcome, Reconciler
 from device_sdk._records import CachedDesired, Identity, InstalledTask, VersionState
 from device_sdk._runner import LoadedModel, ModelRunner
-from device_sdk._runtime import TaskContext, TaskOutput, TaskRuntime, TaskStats
+from device_sdk._runtime import TaskRuntime
 from device_sdk._sse import ServerSentEvent, SSEDecoder
 from device_sdk._store import DeviceStore
 from device_sdk._sync import SyncAgent
+from device_sdk._task_context import TaskContext, TaskFailure, TaskOutput, TaskStats
+from device_sdk._task_errors import TaskErrorReporter, task_error_report
 from device_sdk._uploader import UploadClient, Uploader
-from device_sdk.wire import DeviceAttributes, DeviceInfo, RegisterDeviceResponse
+from device_sdk.wire import DeviceAttributes, DeviceInfo, RegisterDeviceResponse, TaskErrorReport
 
 __all__ = [
     "Backoff",
@@ -58,12 +63,19 @@ __all__ = [
     "DeviceSDKError",
     "DeviceStatus",
     "DeviceStore",
+    "Event",
+    "EventLog",
     "EventStream",
+    "Feature",
+    "FeatureStore",
+    "FeaturesView",
     "Identity",
     "IdentityMismatch",
     "InstalledTask",
     "Installer",
     "InvalidBundle",
+    "InvalidEvent",
+    "InvalidFeature",
     "InvalidModelInput",
     "InvalidPayload",
     "InvalidSignature",
@@ -81,7 +93,10 @@ __all__ = [
     "ServerSentEvent",
     "SyncAgent",
     "TaskContext",
+    "TaskErrorReport",
+    "TaskErrorReporter",
     "TaskFailed",
+    "TaskFailure",
     "TaskNotInstalled",
     "TaskOutput",
     "TaskRuntime",
@@ -92,4 +107,5 @@ __all__ = [
     "UploadRejected",
     "Uploader",
     "VersionState",
+    "task_error_report",
 ]

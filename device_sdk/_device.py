@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,15 +18,18 @@ from typing import Any
 import httpx
 
 from device_sdk._client import CloudClient
-from device_sdk._errors import IdentityMismatch, TaskNotInstalled
+from device_sdk._errors import IdentityMismatch, LocalStoreError, TaskNotInstalled
+from device_sdk._events import DEFAULT_MAX_EVENTS, Event, EventLog, FeatureStore, FeaturesView
 from device_sdk._installer import Installer
 from device_sdk._outbox import Outbox
 from device_sdk._reconcile import Reconciler
 from device_sdk._records import Identity, InstalledTask, VersionState
 from device_sdk._runner import ModelRunner
-from device_sdk._runtime import TaskOutput, TaskRuntime, TaskStats
+from device_sdk._runtime import TaskRuntime
 from device_sdk._store import DeviceStore
 from device_sdk._sync import SyncAgent
+from device_sdk._task_context import TaskOutput, TaskStats
+from device_sdk._task_errors import TaskErrorReporter
 from device_sdk._uploader import UploadClient, Uploader
 from device_sdk.wire import DeviceAttributes, RegisterDeviceRequest
 
@@ -68,6 +72,12 @@ class Device:
     is started), whether or not the cloud is reachable. ``intra_op_num_threads`` is the
     number of threads one model run may use (1 suits running tasks side by side);
     ``task_workers`` bounds the worker threads that run tasks' entry code.
+
+    :meth:`track` keeps the app's events on the device (at most ``max_events``, oldest
+    evicted first); they are not uploaded unless the app queues them itself on the
+    ``events`` channel. A task call that fails or times out is reported to the cloud on the
+    ``task_errors`` channel, at most once per task version and kind every
+    ``task_error_interval_s`` seconds (the failures in between are counted in the next).
     """
 
     def __init__(
@@ -83,6 +93,8 @@ class Device:
         intra_op_num_threads: int = 1,
         task_workers: int = 4,
         outbox_max_bytes: int = 16 * 1024 * 1024,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        task_error_interval_s: float = 60.0,
     ) -> None:
         if fallback_interval_s <= 0 or heartbeat_timeout_s <= 0:
             raise ValueError(
@@ -107,12 +119,17 @@ class Device:
         self._uploader: Uploader | None = None
         self._changed = threading.Condition()
         self._generation = 0
+        self._max_events = max_events
+        self._event_listeners: tuple[Callable[[Event], None], ...] = ()
+        self._features = FeaturesView(self._feature_store)
         self._runtime = TaskRuntime(
             self.data_dir / "tasks",
             runner=ModelRunner(intra_op_num_threads=intra_op_num_threads),
             max_workers=task_workers,
+            features=self._features,
             on_change=self._bump,
         )
+        self._runtime.on_failure(TaskErrorReporter(self.queue, interval_s=task_error_interval_s))
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -263,6 +280,44 @@ class Device:
             finally:
                 outbox.close()
 
+    def track(self, type: str, /, **attrs: Any) -> Event:
+        """Record an event of ``type`` with ``attrs`` on this device, then hand it to every
+        :meth:`on_event` callback; returns the :class:`Event` (a fresh id, ``ts`` now).
+
+        Attributes are str, int, finite float, bool, None, or lists of those. Raises
+        :class:`InvalidEvent` (a ``ValueError``) for a bad type or attribute, and nothing
+        else: a callback's exception is logged, and so is a store that cannot be written
+        (the callbacks still get the event). Events stay on the device; to upload them,
+        queue them yourself: ``device.queue("events", {"events": [e.to_json(), ...]})``.
+        Works whether or not the device is started.
+        """
+        try:
+            with self._reading() as store:
+                event, new = EventLog(store, max_events=self._max_events).append(type, attrs)
+        except (sqlite3.Error, OSError, LocalStoreError) as exc:
+            log.error("event %r could not be stored: %r", type, exc)
+            event, new = EventLog.make(type, attrs), True
+        if new:  # a repeated id was handed on when it was first recorded
+            for listener in self._event_listeners:
+                try:
+                    listener(event)
+                except Exception:  # a listener's bug must not reach the app's thread
+                    log.exception("on_event callback failed for an event of type %r", type)
+        return event
+
+    def on_event(self, callback: Callable[[Event], None]) -> Callable[[Event], None]:
+        """Call ``callback`` with each new event :meth:`track` recorded, in the tracking
+        thread, after it is stored; returns ``callback``, so it can decorate."""
+        with self._store_lock:
+            self._event_listeners = (*self._event_listeners, callback)
+        return callback
+
+    @property
+    def features(self) -> Mapping[str, Any]:
+        """The live (unexpired) features of this device, read-only and read afresh on each
+        access; tasks see the same mapping as ``ctx.features``."""
+        return self._features
+
     def flush_uploads(self, timeout_s: float = 10.0) -> bool:
         """Block until the outbox is empty (True) or ``timeout_s`` passes (False)."""
         uploader = self._uploader
@@ -334,6 +389,11 @@ class Device:
         )
         store.save_identity(identity)
         return identity
+
+    @contextmanager
+    def _feature_store(self) -> Iterator[FeatureStore]:
+        with self._reading() as store:
+            yield FeatureStore(store)
 
     def _open_store(self) -> DeviceStore:
         if self._store is None:

@@ -119,3 +119,14 @@ class UploadRejected(CloudRejected):
     ) -> None:
         super().__init__(message, status_code=status_code, code=code, server_message=server_message)
         self.rejected = rejected
+
+
+class InvalidEvent(DeviceSDKError, ValueError):
+    """An event given to ``Device.track`` (or ``EventLog.record``) cannot be kept: a type
+    or id that is not 1-64 characters, attributes that are not scalars or lists of scalars,
+    attributes over the size limit, or a ts that is not a finite number."""
+
+
+class InvalidFeature(DeviceSDKError, ValueError):
+    """A feature cannot be stored: a bad name, a value JSON cannot carry, a value over the
+    size limit, or a TTL that is not a positive number of seconds."""

@@ -92,4 +92,48 @@ def _v2_outbox(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_sync, _v2_outbox]
+def _v3_events_features(db: sqlite3.Connection) -> None:
+    # Events the app tracked (see _events). id makes a repeated record a no-op; the implicit
+    # rowid is the order they were recorded in, which is also the eviction order. The count
+    # is kept by triggers, as the outbox's size is, so the cap costs no scan.
+    db.execute(
+        """CREATE TABLE event_log (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            ts REAL NOT NULL,
+            attrs TEXT NOT NULL)"""
+    )
+    db.execute(
+        """CREATE TABLE event_log_count (
+            singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+            events INTEGER NOT NULL)"""
+    )
+    db.execute("INSERT INTO event_log_count VALUES (1, 0)")
+    db.execute(
+        """CREATE TRIGGER event_log_added AFTER INSERT ON event_log BEGIN
+            UPDATE event_log_count SET events = events + 1;
+        END"""
+    )
+    db.execute(
+        """CREATE TRIGGER event_log_removed AFTER DELETE ON event_log BEGIN
+            UPDATE event_log_count SET events = events - 1;
+        END"""
+    )
+    # Features: one JSON value per name with its type tag; expires_at (seconds since the
+    # epoch) is NULL for a feature without a TTL.
+    db.execute(
+        """CREATE TABLE features (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            type TEXT NOT NULL,
+            written_at REAL NOT NULL,
+            expires_at REAL)"""
+    )
+    db.execute("CREATE INDEX features_expiry ON features (expires_at) WHERE expires_at IS NOT NULL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v1_sync,
+    _v2_outbox,
+    _v3_events_features,
+]

@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,6 +86,15 @@ class DeviceStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on the store's connection, committed on exit, for modules
+        that own tables of their own (``_events``: events and features)."""
+        return self._transaction()
+
+    def query(self, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
+        """The rows of one read statement; columns by name or position."""
+        return self._query(sql, parameters)
 
     def _query(self, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:

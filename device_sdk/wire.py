@@ -212,6 +212,8 @@ class UploadChannel(StrEnum):
 
     # Raw event batches, for cloud-side backfill and comparison of pipelines (opt-in).
     events = "events"
+    # Compact reports of task calls that failed or timed out (see TaskErrorReport).
+    task_errors = "task_errors"
 
 
 MAX_UPLOAD_ITEMS = 500
@@ -273,3 +275,30 @@ class UploadAccepted(Response):
 
     accepted: int
     duplicates: int
+
+
+MAX_ERROR_MESSAGE_CHARS = 500
+"""The longest error message a task error report carries; longer ones are cut."""
+
+
+class TaskErrorReport(Request):
+    """The payload of a ``task_errors`` upload: one task call that failed on a device.
+
+    ``kind`` is ``exception`` (the task raised) or ``timeout`` (it ran past its limit);
+    ``error_type`` and ``message`` describe the error (the message cut to
+    ``MAX_ERROR_MESSAGE_CHARS``); ``trigger`` says why the call ran; ``ts`` is when it
+    failed (seconds since the epoch, device clock). Devices send at most one report per
+    task version and kind in a while: ``suppressed`` counts the failures of that kind held
+    back since the last report.
+    """
+
+    task: TaskName
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)] | None
+    kind: Literal["exception", "timeout"]
+    error_type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    message: Annotated[
+        str, StringConstraints(max_length=MAX_ERROR_MESSAGE_CHARS, pattern=_MULTILINE_PATTERN)
+    ]
+    trigger: Literal["predict", "schedule", "event"]
+    ts: float
+    suppressed: Annotated[int, Field(ge=0)] = 0
