@@ -46,7 +46,7 @@ from device_sdk._store import DeviceStore
 from device_sdk._sync import SyncAgent
 from device_sdk._task_context import TaskContext, TaskFailure, TaskOutput, TaskStats
 from device_sdk._task_errors import TaskErrorReporter, task_error_report
-from device_sdk._uploader import UploadClient, Uploader
+from device_sdk._uploader import Uploader
 from device_sdk.wire import DeviceAttributes, DeviceInfo, RegisterDeviceResponse, TaskErrorReport
 
 __all__ = [
@@ -103,7 +103,6 @@ __all__ = [
     "TaskStats",
     "TaskTimeout",
     "UnknownModel",
-    "UploadClient",
     "UploadRejected",
     "Uploader",
     "VersionState",

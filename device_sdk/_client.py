@@ -2,7 +2,8 @@
 
 A thin layer over httpx: one method per endpoint, wire schemas in and out, and every
 failure mapped onto the SDK's error tree (:class:`CloudUnavailable` for what a retry may
-fix, :class:`DeviceRevoked` for a 401, :class:`CloudRejected` for other refusals). The
+fix, :class:`DeviceRevoked` for a 401, :class:`CloudRejected` for other refusals, and
+:class:`UploadRejected` for refusals of an outbox batch). The
 transport comes in from the edge, so tests drive it with ``httpx.MockTransport``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -26,8 +28,10 @@ from device_sdk._errors import (
     DeviceSDKError,
     InvalidBundle,
     RegistrationRefused,
+    UploadRejected,
 )
 from device_sdk._event_stream import EventStream
+from device_sdk._outbox import OutboxItem
 from device_sdk.wire import (
     DesiredState,
     ErrorBody,
@@ -35,9 +39,11 @@ from device_sdk.wire import (
     RegisterDeviceResponse,
     StatusReport,
     StatusReports,
+    UploadAccepted,
 )
 
 _TRANSIENT = {408, 425, 429}
+_ITEM_FIELD = re.compile(r"^items\.(\d+)(?:\.|$)")
 _Schema = TypeVar("_Schema", bound=BaseModel)
 
 
@@ -125,6 +131,31 @@ class CloudClient:
         except (ValueError, KeyError, TypeError):
             accepted = len(reports)
         return int(accepted)
+
+    def upload(self, channel: str, items: Sequence[OutboxItem]) -> UploadAccepted:
+        """Send outbox ``items`` of ``channel`` in one request; returns the cloud's counts.
+
+        A refusal that retrying will not fix raises :class:`UploadRejected`, whose
+        ``rejected`` names the items a 422 singled out.
+        """
+        # The payloads are stored as the compact JSON that is sent: no parse, no re-encode.
+        body = ",".join(f'{{"key":"{i.key}","payload":{i.payload_json}}}' for i in items)
+        headers = self._auth() | {"Content-Type": "application/json"}
+        try:
+            response = self._http.post(
+                f"/v1/devices/me/uploads/{channel}",
+                content=f'{{"items":[{body}]}}'.encode(),
+                headers=headers,
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if not response.is_success:
+            raise self._error(response, f"upload {len(items)} {channel!r} items", batch=len(items))
+        try:
+            return UploadAccepted.model_validate_json(response.content)
+        except ValidationError:
+            # The cloud stored the batch (2xx); only its counts are unreadable.
+            return UploadAccepted(accepted=len(items), duplicates=0)
 
     def download(self, sha256: str, size: int, partial_path: Path) -> bytes:
         """The bundle ``sha256`` of ``size`` bytes, checked against its digest.
@@ -250,11 +281,18 @@ class CloudClient:
             "the SDK retries with backoff, so check the network or the cloud's health."
         )
 
-    def _error(self, response: httpx.Response, what: str) -> CloudError:
-        code, message = None, response.text[:200]
+    def _error(
+        self, response: httpx.Response, what: str, *, batch: int | None = None
+    ) -> CloudError:
+        """The error for an unsuccessful ``response``; ``what`` completes "Could not ...".
+
+        ``batch`` is the number of items when the request uploaded an outbox batch: a
+        refusal is then :class:`UploadRejected`, naming the items the details single out.
+        """
+        code, message, details = None, response.text[:200], None
         try:
-            detail = ErrorBody.model_validate_json(response.content).error
-            code, message = detail.code, detail.message
+            error = ErrorBody.model_validate_json(response.content).error
+            code, message, details = error.code, error.message, error.details
         except ValidationError:
             pass
         status = response.status_code
@@ -264,17 +302,30 @@ class CloudClient:
         if status == 401:
             kind, advice = (
                 DeviceRevoked,
-                (
-                    ". The cloud no longer accepts this device's token: it was removed. Sync "
-                    "stopped; installed tasks keep working. To enroll again, start a Device with "
-                    "a new data_dir."
+                ". The cloud no longer accepts this device's token: it was removed. "
+                + (
+                    "Uploads stopped; the queued items stay in the outbox."
+                    if batch is not None
+                    else "Sync stopped; installed tasks keep working. To enroll again, start a "
+                    "Device with a new data_dir."
                 ),
             )
         elif status >= 500 or status in _TRANSIENT:
             kind, advice = CloudUnavailable, "; the SDK retries with backoff."
+        elif batch is not None:
+            return UploadRejected(
+                f"{text}; these items can never be accepted as they are.",
+                status_code=status,
+                code=code,
+                server_message=message,
+                details=details,
+                rejected=_named_items(details, batch),
+            )
         else:
             kind, advice = CloudRejected, "."
-        return kind(text + advice, status_code=status, code=code, server_message=message)
+        return kind(
+            text + advice, status_code=status, code=code, server_message=message, details=details
+        )
 
     def _parse(self, schema: type[_Schema], response: httpx.Response) -> _Schema:
         try:
@@ -286,3 +337,17 @@ class CloudClient:
                 "older than the cloud's wire format?",
                 status_code=response.status_code,
             ) from exc
+
+
+def _named_items(details: object, count: int) -> tuple[int, ...]:
+    """The positions of the items a 422's details name (``items.3.payload``), if any."""
+    if not isinstance(details, list):
+        return ()
+    named: set[int] = set()
+    for detail in details:
+        field = detail.get("field") if isinstance(detail, dict) else None
+        match = _ITEM_FIELD.match(field) if isinstance(field, str) else None
+        if match is None:
+            return ()  # a problem with the request as a whole: no item is singled out
+        named.add(int(match.group(1)))
+    return tuple(sorted(named)) if all(i < count for i in named) else ()

@@ -30,7 +30,7 @@ from device_sdk._store import DeviceStore
 from device_sdk._sync import SyncAgent
 from device_sdk._task_context import TaskOutput, TaskStats
 from device_sdk._task_errors import TaskErrorReporter
-from device_sdk._uploader import UploadClient, Uploader
+from device_sdk._uploader import Uploader
 from device_sdk.wire import DeviceAttributes, RegisterDeviceRequest
 
 log = logging.getLogger("device_sdk.runtime")
@@ -115,7 +115,6 @@ class Device:
         self._agent: SyncAgent | None = None
         self._outbox_max_bytes = outbox_max_bytes
         self._outbox: Outbox | None = None
-        self._uploads: UploadClient | None = None
         self._uploader: Uploader | None = None
         self._changed = threading.Condition()
         self._generation = 0
@@ -179,10 +178,7 @@ class Device:
             self._runtime.start()
             self._agent.start()
             self._outbox = Outbox(store, max_bytes=self._outbox_max_bytes)
-            self._uploads = UploadClient(
-                self.cloud_url, token=identity.token, transport=self._transport
-            )
-            self._uploader = Uploader(self._outbox, self._uploads, on_change=self._bump)
+            self._uploader = Uploader(self._outbox, client, on_change=self._bump)
             self._uploader.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -193,9 +189,6 @@ class Device:
             if self._uploader is not None:
                 self._uploader.stop(timeout_s)
                 self._uploader = None
-            if self._uploads is not None:
-                self._uploads.close()
-                self._uploads = None
             if self._outbox is not None:
                 self._outbox.close()
                 self._outbox = None

@@ -19,7 +19,8 @@ class CloudError(DeviceSDKError):
     """The cloud could not be reached or answered with an error.
 
     ``status_code`` is the HTTP status (None when no response came back); ``code`` and
-    ``server_message`` carry the cloud's ``{"error": {"code", "message"}}`` body when it sent one.
+    ``server_message`` carry the cloud's ``{"error": {"code", "message"}}`` body when it sent one,
+    and ``details`` that body's ``details`` (e.g. a 422's field errors), when it had any.
     """
 
     def __init__(
@@ -29,11 +30,13 @@ class CloudError(DeviceSDKError):
         status_code: int | None = None,
         code: str | None = None,
         server_message: str | None = None,
+        details: object | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.server_message = server_message
+        self.details = details
 
 
 class CloudUnavailable(CloudError):
@@ -115,9 +118,16 @@ class UploadRejected(CloudRejected):
         status_code: int | None = None,
         code: str | None = None,
         server_message: str | None = None,
+        details: object | None = None,
         rejected: tuple[int, ...] = (),
     ) -> None:
-        super().__init__(message, status_code=status_code, code=code, server_message=server_message)
+        super().__init__(
+            message,
+            status_code=status_code,
+            code=code,
+            server_message=server_message,
+            details=details,
+        )
         self.rejected = rejected
 
 

@@ -1,4 +1,4 @@
-"""Uploading the outbox: an HTTP client for the upload endpoint, and a background thread.
+"""Uploading the outbox: a background thread that sends it through the :class:`CloudClient`.
 
 The :class:`Uploader` sends one channel per request (the highest-priority channel with
 items first), each batch the oldest items of that channel up to ``max_items`` and
@@ -28,150 +28,28 @@ also finds items another connection put into the same file).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-
-import httpx
-from pydantic import ValidationError
+from typing import Protocol
 
 from device_sdk._backoff import Backoff
-from device_sdk._errors import (
-    CloudError,
-    CloudUnavailable,
-    DeviceRevoked,
-    UploadRejected,
-)
+from device_sdk._errors import CloudError, DeviceRevoked, UploadRejected
 from device_sdk._outbox import Outbox, OutboxItem
-from device_sdk.wire import MAX_UPLOAD_ITEMS, ErrorBody, UploadAccepted
+from device_sdk.wire import MAX_UPLOAD_ITEMS, UploadAccepted
 
 log = logging.getLogger("device_sdk.uploads")
 
-_TRANSIENT = {408, 425, 429}
-_ITEM_FIELD = re.compile(r"^items\.(\d+)(?:\.|$)")
 
+class _Uploads(Protocol):
+    """Where batches go: :meth:`CloudClient.upload`, or a stand-in with its contract."""
 
-class UploadClient:
-    """Posts outbox batches to ``/v1/devices/me/uploads/{channel}`` as one device.
-
-    ``token`` is the device's bearer token. Failures map onto the SDK's error tree like
-    :class:`CloudClient`'s: :class:`CloudUnavailable` for what a retry may fix,
-    :class:`DeviceRevoked` for a 401, :class:`UploadRejected` for other refusals.
-    """
-
-    def __init__(
-        self,
-        cloud_url: str,
-        *,
-        token: str,
-        transport: httpx.BaseTransport | None = None,
-        timeout_s: float = 30.0,
-    ) -> None:
-        self.cloud_url = cloud_url.rstrip("/")
-        self.token = token
-        self._http = httpx.Client(
-            base_url=self.cloud_url,
-            transport=transport,
-            timeout=timeout_s,
-            headers={"User-Agent": "tandem-device-sdk"},
-        )
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def __enter__(self) -> UploadClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def upload(self, channel: str, items: Sequence[OutboxItem]) -> UploadAccepted:
-        """Send ``items`` of ``channel`` in one request; returns the cloud's counts."""
-        # The payloads are stored as the compact JSON that is sent: no parse, no re-encode.
-        body = ",".join(f'{{"key":"{i.key}","payload":{i.payload_json}}}' for i in items)
-        try:
-            response = self._http.post(
-                f"/v1/devices/me/uploads/{channel}",
-                content=f'{{"items":[{body}]}}'.encode(),
-                headers={
-                    "Authorization": f"Bearer {self.token}",
-                    "Content-Type": "application/json",
-                },
-            )
-        except httpx.TransportError as exc:
-            raise CloudUnavailable(
-                f"Could not reach the cloud at {self.cloud_url} ({type(exc).__name__}: {exc}); "
-                "the queued items stay in the outbox and are retried with backoff."
-            ) from exc
-        if response.is_success:
-            try:
-                return UploadAccepted.model_validate_json(response.content)
-            except ValidationError:
-                # The cloud stored the batch (2xx); only its counts are unreadable.
-                return UploadAccepted(accepted=len(items), duplicates=0)
-        raise self._error(response, channel, len(items))
-
-    def _error(self, response: httpx.Response, channel: str, count: int) -> CloudError:
-        code, message, details = None, response.text[:200], None
-        try:
-            error = ErrorBody.model_validate_json(response.content).error
-            code, message, details = error.code, error.message, error.details
-        except ValidationError:
-            pass
-        status = response.status_code
-        text = (
-            f"Could not upload {count} {channel!r} items: the cloud at {self.cloud_url} "
-            f"answered {status}"
-        )
-        text += f" ({code}: {message})" if code else f" ({message!r})" if message else ""
-        if status == 401:
-            return DeviceRevoked(
-                f"{text}. The cloud no longer accepts this device's token: it was removed. "
-                "Uploads stopped; the queued items stay in the outbox.",
-                status_code=status,
-                code=code,
-                server_message=message,
-            )
-        if status >= 500 or status in _TRANSIENT:
-            return CloudUnavailable(
-                f"{text}; the SDK retries with backoff.",
-                status_code=status,
-                code=code,
-                server_message=message,
-            )
-        return UploadRejected(
-            f"{text}; these items can never be accepted as they are.",
-            status_code=status,
-            code=code,
-            server_message=message,
-            rejected=_named_items(details, count),
-        )
-
-
-def _named_items(details: object, count: int) -> tuple[int, ...]:
-    """The positions of the items a 422's details name (``items.3.payload``), if any."""
-    if not isinstance(details, list):
-        return ()
-    named: set[int] = set()
-    for detail in details:
-        field = detail.get("field") if isinstance(detail, dict) else None
-        match = _ITEM_FIELD.match(field) if isinstance(field, str) else None
-        if match is None:
-            return ()  # a problem with the request as a whole: no item is singled out
-        named.add(int(match.group(1)))
-    return tuple(sorted(named)) if all(i < count for i in named) else ()
+    def upload(self, channel: str, items: Sequence[OutboxItem]) -> UploadAccepted: ...
 
 
 class Uploader:
-    """Empties ``outbox`` into the cloud through ``client``, in one daemon thread.
+    """Empties ``outbox`` into the cloud through ``client`` (a :class:`CloudClient` with the
+    device's token), in one daemon thread.
 
     Batches carry up to ``max_items`` items and ``max_bytes`` payload bytes of one channel.
     ``backoff`` paces retries (1 s doubling to 5 min, full jitter, by default). ``on_change``
@@ -182,7 +60,7 @@ class Uploader:
     def __init__(
         self,
         outbox: Outbox,
-        client: UploadClient,
+        client: _Uploads,
         *,
         max_items: int = 200,
         max_bytes: int = 1024 * 1024,

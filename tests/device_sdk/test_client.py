@@ -6,6 +6,7 @@ import hashlib
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,9 @@ from device_sdk import (
     CloudUnavailable,
     DeviceRevoked,
     InvalidBundle,
+    OutboxItem,
     RegistrationRefused,
+    UploadRejected,
 )
 from device_sdk.wire import RegisterDeviceRequest, StatusReport, TaskState
 from tests.device_sdk.fake_cloud import DEVICE_TOKEN, ENROLLMENT_KEY, FakeCloud
@@ -78,6 +81,38 @@ def test_other_4xx_is_cloud_rejected() -> None:
             [StatusReport(task="a", version=1, state=TaskState.active)]
         )
     assert not isinstance(caught.value, DeviceRevoked)
+
+
+def outbox_items(count: int) -> list[OutboxItem]:
+    now = datetime.now(UTC)
+    return [OutboxItem(f"key-{n}", "events", f'{{"n":{n}}}', 7, now) for n in range(count)]
+
+
+def test_upload_sends_the_stored_json_and_tolerates_unreadable_counts() -> None:
+    """upload() posts the items' stored JSON as is; a 2xx without counts accepts them all."""
+    sent: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, text="stored")
+
+    client = CloudClient("http://cloud", token=DEVICE_TOKEN, transport=httpx.MockTransport(handle))
+    result = client.upload("events", outbox_items(2))
+    assert (result.accepted, result.duplicates) == (2, 0)
+    assert sent[0].url.path == "/v1/devices/me/uploads/events"
+    assert sent[0].headers["Authorization"] == f"Bearer {DEVICE_TOKEN}"
+    assert sent[0].content == (
+        b'{"items":[{"key":"key-0","payload":{"n":0}},{"key":"key-1","payload":{"n":1}}]}'
+    )
+
+
+def test_refused_upload_names_the_items_its_details_single_out() -> None:
+    """A 422 on upload raises UploadRejected carrying the details and the named positions."""
+    details = [{"field": "items.1.payload", "message": "too deep"}]
+    client = answering(422, {"error": {"code": "invalid", "message": "no", "details": details}})
+    with pytest.raises(UploadRejected) as caught:
+        client.upload("events", outbox_items(3))
+    assert (caught.value.rejected, caught.value.details) == ((1,), details)
 
 
 def test_network_failure_is_cloud_unavailable() -> None:

@@ -17,10 +17,11 @@ import httpx
 import pytest
 
 from device_sdk._backoff import Backoff
+from device_sdk._client import CloudClient
 from device_sdk._errors import DeviceRevoked, InvalidPayload, OutboxFull
 from device_sdk._outbox import Outbox
 from device_sdk._store import DeviceStore
-from device_sdk._uploader import UploadClient, Uploader
+from device_sdk._uploader import Uploader
 from device_sdk.wire import MAX_UPLOAD_PAYLOAD_BYTES
 
 TOKEN = "device-token-0123456789"
@@ -255,7 +256,7 @@ def ceilings() -> Ceilings:
 
 @pytest.fixture
 def uploader(outbox: Outbox, cloud: FakeUploads, ceilings: Ceilings) -> Iterator[Uploader]:
-    client = UploadClient("http://cloud", token=TOKEN, transport=httpx.MockTransport(cloud.handle))
+    client = CloudClient("http://cloud", token=TOKEN, transport=httpx.MockTransport(cloud.handle))
     made = Uploader(
         outbox,
         client,
@@ -416,7 +417,7 @@ def test_stop_ends_the_thread_during_a_backoff(
 ) -> None:
     """stop() returns promptly even while the uploader waits out a long backoff."""
     cloud.answers = [503]
-    client = UploadClient("http://cloud", token=TOKEN, transport=httpx.MockTransport(cloud.handle))
+    client = CloudClient("http://cloud", token=TOKEN, transport=httpx.MockTransport(cloud.handle))
     uploader = Uploader(outbox, client, backoff=Backoff(initial_s=300.0, max_s=300.0))
     outbox.put("events", {"n": 1})
     uploader.start()

@@ -40,7 +40,8 @@ import httpx
 
 from device_sdk._outbox import Outbox
 from device_sdk._store import DeviceStore
-from device_sdk._uploader import UploadClient, Uploader
+from device_sdk._client import CloudClient
+from device_sdk._uploader import Uploader
 
 
 class LoseResponsesAfter(httpx.HTTPTransport):
@@ -66,7 +67,7 @@ transport = None
 if mode == "queue":
     count, answered = int(sys.argv[3]), int(sys.argv[4])
     transport = LoseResponsesAfter(answered, data_dir / "lost") if answered >= 0 else None
-client = UploadClient(identity.cloud_url, token=identity.token, transport=transport)
+client = CloudClient(identity.cloud_url, token=identity.token, transport=transport)
 uploader = Uploader(outbox, client, max_items=10, linger_s=0.0)
 uploader.start()
 if mode == "queue":
@@ -158,7 +159,14 @@ def read_lines(process: subprocess.Popen[str], until: str | int) -> list[str]:
 def kill_9(process: subprocess.Popen[str]) -> list[str]:
     """SIGKILL the process; returns the complete lines it printed that were not read yet."""
     process.kill()
-    out, err = process.communicate(timeout=WAIT_S)
+    process.wait(timeout=WAIT_S)
+    assert process.stdout is not None
+    assert process.stderr is not None
+    # Read through the same file object readline() used: lines it has already buffered
+    # would be lost to communicate(), which reads the raw pipe.
+    with process.stdout, process.stderr:
+        out = process.stdout.read()
+        err = process.stderr.read()
     assert process.returncode == -9, err
     return [line for line in out.split("\n")[:-1] if line]  # a cut-off last line is dropped
 
