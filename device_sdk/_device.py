@@ -31,7 +31,7 @@ from device_sdk._sync import SyncAgent
 from device_sdk._task_context import TaskOutput, TaskStats
 from device_sdk._task_errors import TaskErrorReporter
 from device_sdk._uploader import Uploader
-from device_sdk.wire import DeviceAttributes, RegisterDeviceRequest
+from device_sdk.wire import MAX_UPLOAD_PAYLOAD_BYTES, DeviceAttributes, RegisterDeviceRequest
 
 log = logging.getLogger("device_sdk.runtime")
 
@@ -113,6 +113,12 @@ class Device:
         self._store: DeviceStore | None = None
         self._client: CloudClient | None = None
         self._agent: SyncAgent | None = None
+        if outbox_max_bytes < MAX_UPLOAD_PAYLOAD_BYTES:
+            # Checked here, not when start() builds the outbox with sync already running.
+            raise ValueError(
+                f"outbox_max_bytes must hold at least one largest payload "
+                f"({MAX_UPLOAD_PAYLOAD_BYTES} bytes), got {outbox_max_bytes}."
+            )
         self._outbox_max_bytes = outbox_max_bytes
         self._outbox: Outbox | None = None
         self._uploader: Uploader | None = None
@@ -189,9 +195,10 @@ class Device:
             if self._uploader is not None:
                 self._uploader.stop(timeout_s)
                 self._uploader = None
-            if self._outbox is not None:
-                self._outbox.close()
-                self._outbox = None
+            with self._store_lock:  # queue() reads it under this lock
+                if self._outbox is not None:
+                    self._outbox.close()
+                    self._outbox = None
             self._runtime.stop(timeout_s)
             if self._agent is not None:
                 self._agent.stop(timeout_s)

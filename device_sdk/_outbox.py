@@ -31,13 +31,14 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from device_sdk._errors import InvalidPayload, OutboxFull
+from device_sdk._sqlite_tx import _write_transaction
 from device_sdk._store import DeviceStore
 from device_sdk.wire import MAX_UPLOAD_PAYLOAD_BYTES, UploadChannel, payload_json
 
@@ -319,16 +320,8 @@ class Outbox:
             raise InvalidPayload(f"There is no upload channel {channel!r}; channels are: {known}.")
         return priority
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return _write_transaction(self._db, self._lock)
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

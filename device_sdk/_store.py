@@ -14,14 +14,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from device_sdk import _schema
 from device_sdk._errors import LocalStoreError
 from device_sdk._records import CachedDesired, Identity, InstalledTask, VersionState
+from device_sdk._sqlite_tx import _write_transaction
 from device_sdk.wire import DesiredState, StatusReport
 
 
@@ -76,16 +77,8 @@ class DeviceStore:
                 migrations[version](db)
             db.execute(f"PRAGMA user_version = {known:d}")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return _write_transaction(self._db, self._lock)
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction on the store's connection, committed on exit, for modules

@@ -4,7 +4,9 @@ Trust: code and models are loaded only from task version directories under ``tas
 which the installer writes after the bundle's signature, digest and files verified.
 Loading checks each file once more against the digest in the installed manifest and runs
 the bytes it checked (no bytecode cache is read or written), so a file changed on disk
-after install is refused rather than run.
+after install is refused rather than run. The installed manifest itself is not re-verified
+against its signature at load time: someone able to rewrite both it and a file in the
+data directory is not stopped here (the signature is checked once, at install).
 """
 
 from __future__ import annotations
