@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.live_server import LiveServer
+from tests.e2e.readme_blocks import readme_blocks, run_against
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def demo_command() -> str:
     """The command in the README block marked `<!-- shop demo ... -->`."""
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"<!-- shop demo.*?-->\s*```bash\n(.*?)```", readme, re.S)
+    blocks = readme_blocks("shop demo")
     assert len(blocks) == 1, "README.md lost its shop demo block"
     return blocks[0]
 
@@ -27,19 +23,8 @@ def demo_command() -> str:
 def test_readme_shop_demo_runs(tmp_path: Path) -> None:
     """On a fresh server, the demo publishes, deploys, installs the task and ranks with it."""
     data_dir = tmp_path / "data"
-    script = demo_command().replace(".venv/bin/", f"{Path(sys.executable).parent}/")
     with LiveServer(data_dir) as server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-        env |= {"TANDEM_DATA_DIR": str(data_dir), "TANDEM_URL": server.url}
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        result = run_against(demo_command(), server, {"TANDEM_URL": server.url}, timeout_s=180)
         log = server.log()
     output = result.stdout
     assert result.returncode == 0, f"{output}\n{result.stderr}\n{log}"
