@@ -265,6 +265,20 @@ def task_dir(root: Path) -> Path:
     return directory
 
 
+def fast_path_share(metrics_text: str) -> float:
+    """Of the device requests to the three release routes, the share the fast path answered."""
+    routes = ("/v1/devices/me/desired", "/v1/devices/me/status", "/v1/bundles/{sha256}")
+    fast = total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("tandem_fast_path_requests_total{"):
+            fast += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("tandem_http_requests_total{") and any(
+            f'route="{route}"' in line for route in routes
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return round(fast / total, 3) if total else 0.0
+
+
 async def wait_for(predicate: Any, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
@@ -357,6 +371,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait()
+            fast_share = fast_path_share(
+                httpx.get(f"{server.url}/metrics", headers=ADMIN, timeout=30).text
+            )
 
             # Devices that were offline at the release connect now and must converge.
             late = PushFleet(host, port, offline)
@@ -408,6 +425,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "phases_p50_s": phase_times(push.devices, released_at, 0.5),
         "phases_p99_s": phase_times(push.devices, released_at, 0.99),
         "release_cpu_s": release_cpu,
+        "fast_path_share": fast_share,
         "errors": len(errors),
         "machine": machine(),
         "server": f"tandem serve, {args.workers} worker(s), "

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from cloud.auth.cache import follow_revocations
+from cloud.auth.online import keep_authenticated
 from cloud.auth.routes import router as enrollment_router
 from cloud.auth.service import sync_bootstrap_key
 from cloud.blobs.routes import router as blob_router
@@ -23,6 +24,7 @@ from cloud.core.handlers import ERROR_RESPONSES, install_error_handlers
 from cloud.core.observability import ObservabilityMiddleware, configure_logging
 from cloud.core.settings import Settings
 from cloud.deploy.device_routes import router as device_sync_router
+from cloud.deploy.fast_path import DeviceFastPath
 from cloud.deploy.rollout import Sweeper
 from cloud.deploy.routes import router as deployment_router
 from cloud.deploy.status_writer import StatusWriter
@@ -73,13 +75,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.status_writer = StatusWriter(context.db)
         sweeper = Sweeper(context)
         sweeper.start()
-        revocations = asyncio.create_task(follow_revocations(context.broker, context.auth_cache))
+        background = [
+            asyncio.create_task(follow_revocations(context.broker, context.auth_cache)),
+            asyncio.create_task(
+                keep_authenticated(
+                    context.db, context.auth_cache, context.online, context.auth_cache.ttl_s / 2
+                )
+            ),
+        ]
         try:
             yield
         finally:
-            revocations.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await revocations
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await sweeper.stop()
             await app.state.status_writer.close()
             await context.broker.close()
@@ -90,6 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Device-cloud collaborative machine learning.",
         lifespan=lifespan,
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
     )
     app.state.context = context
     install_error_handlers(app)
@@ -106,6 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
+    if settings.device_fast_path:
+        app.add_middleware(
+            DeviceFastPath, context=context, status_writer=lambda: app.state.status_writer
+        )
     # The last added is the outermost: every response, a 413 included, is counted and logged.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(

@@ -74,12 +74,17 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-async def _on_tandem_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, TandemError)
+def tandem_error_response(exc: TandemError) -> JSONResponse:
+    """The response for a domain error: its status, stable code, message and details."""
     headers = dict(exc.headers)
     if exc.status_code == 401:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="tandem"')
     return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
+
+
+async def _on_tandem_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TandemError)
+    return tandem_error_response(exc)
 
 
 def _invalid_json() -> JSONResponse:

@@ -70,6 +70,16 @@ class Settings(BaseSettings):
         description="Threads for blocking work (database calls). The work holds the GIL for most "
         "of its time, so more threads mostly add switching; raise it for a high-latency database.",
     )
+    device_fast_path: bool = Field(
+        default=True,
+        description="Answer devices' desired-state, bundle and status requests below the "
+        "framework when they are routine (see cloud/deploy/fast_path.py).",
+    )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry spans, metrics and logs, for a process "
+        "that configures an OpenTelemetry provider. Off, requests skip its per-request checks.",
+    )
     log_level: str = "INFO"
     log_requests: bool = True
 

@@ -44,6 +44,11 @@ def _render(deployment_id: int, version: TaskVersionRow) -> str:
     return rendered
 
 
+def rendered(bundle_sha256: str, signature: str, deployment_id: int) -> str | None:
+    """A task's rendered JSON if some earlier request rendered it, else None."""
+    return _RENDERED.get((bundle_sha256, signature, deployment_id))
+
+
 def desired_state_json(session: Session, seq: int) -> bytes:
     """The DesiredState document as JSON bytes."""
     rev = current_rev(session, seq)

@@ -9,7 +9,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cloud.core.broker import Message
-from cloud.core.deps import Context, CurrentDevice
+from cloud.core.deps import Context, CurrentDevice, bearer_token
+from cloud.core.secrets import hash_token
 from cloud.core.sse import SSE_HEADERS, frame, relay
 from cloud.deploy import desired
 from cloud.deploy.nudges import CLOSE, device_channel
@@ -88,9 +89,11 @@ async def event_stream(
         raise
     caught_up = request.headers.get("last-event-id") == str(rev)
     streams = context.metrics.device_streams
+    token_hash = hash_token(bearer_token(request))
 
     async def body() -> AsyncIterator[bytes]:
         streams.inc()
+        context.online.opened(token_hash, device)
         try:
             if not caught_up:
                 yield frame(
@@ -106,6 +109,7 @@ async def event_stream(
                 yield chunk
         finally:
             streams.dec()
+            context.online.closed(device.seq)
             await subscription.__aexit__(None, None, None)
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)

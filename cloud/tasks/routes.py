@@ -85,7 +85,5 @@ def download_bundle(
         # A short read: no transaction stays open while the bytes stream out.
         with context.db.session(write=False) as session:
             service.readable_bundle(session, sha256, principal)
-        if len(context.readable_bundles) > 100_000:
-            context.readable_bundles.clear()
-        context.readable_bundles.add(key)
+        context.remember_readable(*key)
     return serve_blob(request, context, sha256, service.BUNDLE_MEDIA_TYPE)
