@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from cloud.core.db import Database, make_engine
 from cloud.core.errors import TandemError
 from cloud.core.settings import Settings
+from cloud.models_cli import models_app
 
 if TYPE_CHECKING:
     import httpx
@@ -29,6 +30,7 @@ app.add_typer(db_app, name="db")
 task_app = typer.Typer(help="ML task bundles: pack and publish.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 app.add_typer(task_app, name="task")
+app.add_typer(models_app, name="models")
 
 DataDir = Annotated[
     Path | None,

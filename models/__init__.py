@@ -1,5 +1,7 @@
-"""Tandem models: numpy training and ONNX export of the edge and cloud models.
+"""Tandem models: the edge and cloud click-through models, trained in numpy on MovieLens and
+exported to ONNX.
 
-Model definitions arrive with the "Models and cloud serving" work; the package exists so the
-layout and its import contracts are fixed from the start.
+``models.build.build_models`` (and ``tandem models build``) trains both, exports them, and
+writes their model cards; see ``models/README.md``. Building needs the ``cloud`` extra
+(``onnx``, ``threadpoolctl``); running the exported files needs only onnxruntime.
 """
