@@ -265,18 +265,25 @@ def task_dir(root: Path) -> Path:
     return directory
 
 
-def fast_path_share(metrics_text: str) -> float:
-    """Of the device requests to the three release routes, the share the fast path answered."""
-    routes = ("/v1/devices/me/desired", "/v1/devices/me/status", "/v1/bundles/{sha256}")
-    fast = total = 0.0
+def fast_path_share(metrics_text: str) -> dict[str, float]:
+    """Per release route, the share of the server's requests (since it started) that the
+    device fast path answered."""
+    routes = {
+        "desired": "/v1/devices/me/desired",
+        "bundle": "/v1/bundles/{sha256}",
+        "status": "/v1/devices/me/status",
+    }
+    fast = dict.fromkeys(routes, 0.0)
+    total = dict.fromkeys(routes, 0.0)
     for line in metrics_text.splitlines():
-        if line.startswith("tandem_fast_path_requests_total{"):
-            fast += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("tandem_http_requests_total{") and any(
-            f'route="{route}"' in line for route in routes
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return round(fast / total, 3) if total else 0.0
+        for key, route in routes.items():
+            if f'route="{route}"' not in line:
+                continue
+            if line.startswith("tandem_fast_path_requests_total{"):
+                fast[key] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("tandem_http_requests_total{"):
+                total[key] += float(line.rsplit(" ", 1)[1])
+    return {key: round(fast[key] / total[key], 3) if total[key] else 0.0 for key in routes}
 
 
 async def wait_for(predicate: Any, within_s: float) -> bool:

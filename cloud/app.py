@@ -22,7 +22,9 @@ from cloud.core.body_limit import BodyLimitMiddleware
 from cloud.core.context import CloudContext
 from cloud.core.handlers import ERROR_RESPONSES, install_error_handlers
 from cloud.core.observability import ObservabilityMiddleware, configure_logging
+from cloud.core.process_tuning import tuned_for_serving
 from cloud.core.settings import Settings
+from cloud.core.tandem_app import TandemApp
 from cloud.deploy.device_routes import router as device_sync_router
 from cloud.deploy.fast_path import DeviceFastPath
 from cloud.deploy.rollout import Sweeper
@@ -84,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         ]
         try:
-            yield
+            with tuned_for_serving():
+                yield
         finally:
             for task in background:
                 task.cancel()
@@ -95,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await context.broker.close()
             context.db.dispose()
 
-    app = FastAPI(
+    app = TandemApp(
         title="Tandem",
         version="0.1.0",
         summary="Device-cloud collaborative machine learning.",
@@ -121,13 +124,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    # In front of the whole stack, the last added outermost: the fast paths for devices'
+    # hottest requests, then request ids and metrics, so every response is counted.
     if settings.device_fast_path:
-        app.add_middleware(
+        app.add_front_layer(
             DeviceFastPath, context=context, status_writer=lambda: app.state.status_writer
         )
-    # The last added is the outermost: every response, a 413 included, is counted and logged.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(
+    app.add_front_layer(
         ObservabilityMiddleware, metrics=context.metrics, log_requests=settings.log_requests
     )
     return app
@@ -135,8 +139,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """Entry point for ``uvicorn --factory``: settings from TANDEM_* variables."""
-    # Sync handlers run in a thread pool; with CPython's default 5 ms switch interval the
-    # event loop can wait that long for the GIL after every hand-off. The serving process
-    # does little pure-Python work per request, so a finer interval costs nothing.
-    # sys.setswitchinterval(0.0005)
     return create_app(Settings())

@@ -25,7 +25,8 @@ _RENDERED: dict[tuple[str, str, int], str] = {}
 _RENDERED_MAX = 10_000
 
 
-def _render(deployment_id: int, version: TaskVersionRow) -> str:
+def render(deployment_id: int, version: TaskVersionRow) -> str:
+    """The task's entry of a DesiredState document as JSON, rendered once per process."""
     key = (version.bundle_sha256, version.signature, deployment_id)
     rendered = _RENDERED.get(key)
     if rendered is None:
@@ -58,7 +59,7 @@ def desired_state_json(session: Session, seq: int) -> bytes:
         .where(DeviceTaskRow.device_seq == seq)
         .order_by(DeviceTaskRow.task_name)
     )
-    tasks = ",".join(_render(deployment_id, version) for deployment_id, version in rows)
+    tasks = ",".join(render(deployment_id, version) for deployment_id, version in rows)
     return f'{{"rev":{rev},"tasks":[{tasks}]}}'.encode()
 
 

@@ -7,7 +7,7 @@ hop), and at thousands of devices that queue is the release's latency. This ASGI
 middleware answers the common case of those three requests directly: a cached device
 token, one indexed SQL statement or one small file, the status reports handed to the same
 group-commit writer. Anything else (a token not in the cache, a Range request, a body that
-does not validate, a device removed meanwhile, a task not yet rendered, a large bundle)
+does not validate, a device removed meanwhile, a large bundle)
 goes on to the full application, which answers exactly as before; the responses are the
 same either way, and a test holds them equal.
 
@@ -16,9 +16,9 @@ same either way, and a test holds them equal.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
@@ -28,12 +28,11 @@ from sqlalchemy.engine import Dialect
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.auth.principal import DevicePrincipal
 from cloud.blobs.routes import IMMUTABLE
 from cloud.core.context import CloudContext
 from cloud.core.errors import TandemError
 from cloud.core.handlers import tandem_error_response
-from cloud.core.secrets import hash_token
+from cloud.core.raw_asgi import RouteTemplate, cached_device, replay, respond
 from cloud.deploy import desired
 from cloud.deploy.rollout import apply_gates
 from cloud.deploy.status_writer import StatusWriter
@@ -53,17 +52,10 @@ MAX_INLINE_BUNDLE = 1 << 20  # a larger bundle is streamed by the full path
 _HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True)
-class _Route:
-    """Stands in for the matched route, so request metrics carry the route template."""
-
-    path: str
-
-
 _ROUTES = {
-    DESIRED: _Route(DESIRED),
-    STATUS: _Route(STATUS),
-    BUNDLES: _Route("/v1/bundles/{sha256}"),
+    DESIRED: RouteTemplate(DESIRED),
+    STATUS: RouteTemplate(STATUS),
+    BUNDLES: RouteTemplate("/v1/bundles/{sha256}"),
 }
 
 
@@ -76,6 +68,7 @@ def _desired_statement(dialect: Dialect) -> tuple[str, bool]:
             DeviceTaskRow.deployment_id,
             TaskVersionRow.bundle_sha256,
             TaskVersionRow.signature,
+            TaskVersionRow.id,
         )
         .select_from(DeviceRow)
         .outerjoin(DeviceTaskRow, DeviceTaskRow.device_seq == DeviceRow.seq)
@@ -96,6 +89,7 @@ class DeviceFastPath:
         self.status_writer = status_writer
         self.inline_db = context.db.engine.dialect.name == "sqlite"
         self.sql, self.positional = _desired_statement(context.db.engine.dialect)
+        self._rendering = asyncio.Lock()
         self.answered = Counter(
             "tandem_fast_path_requests_total",
             "Device requests answered by the fast path (the rest go through the full app).",
@@ -125,16 +119,6 @@ class DeviceFastPath:
         scope["route"] = _ROUTES[route]
         self.answered.labels(_ROUTES[route].path).inc()
 
-    def _device(self, headers: dict[bytes, bytes]) -> DevicePrincipal | None:
-        """The caller if it is a device whose token is cached (as the full path decides,
-        a cache hit needs no query and no write)."""
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > 512:
-            return None
-        principal = self.context.auth_cache.get(hash_token(token))
-        return principal if isinstance(principal, DevicePrincipal) else None
-
     def _desired_rows(self, seq: int) -> list[tuple[Any, ...]]:
         connection = self.context.db.engine.raw_connection()
         try:
@@ -148,7 +132,7 @@ class DeviceFastPath:
 
     async def _desired(self, scope: Scope, send: Send) -> bool:
         headers = dict(scope["headers"])
-        device = self._device(headers)
+        device = cached_device(self.context, headers)
         if device is None:
             return False
         if self.inline_db:
@@ -166,23 +150,40 @@ class DeviceFastPath:
             await send({"type": "http.response.body", "body": b""})
             return True
         tasks = []
-        for _rev, deployment_id, sha256, signature in rows:
+        for _rev, deployment_id, sha256, signature, version_id in rows:
             if deployment_id is None:
                 continue  # the LEFT JOIN's row for a device with no tasks
             rendered = desired.rendered(sha256, signature, deployment_id)
             if rendered is None:
-                return False  # the full path renders it, and caches it for the next device
+                rendered = await self._render(deployment_id, version_id, sha256, signature)
             tasks.append(rendered)
             # Its desired state names the bundle, so the device may fetch it: the same
             # rule the full path checks, known here without a query.
             self.context.remember_readable(device.seq, sha256)
         body = f'{{"rev":{rows[0][0]},"tasks":[{",".join(tasks)}]}}'.encode()
-        await _respond(send, 200, body, b"application/json", out)
+        await respond(send, 200, body, b"application/json", out)
         return True
+
+    async def _render(
+        self, deployment_id: int, version_id: int, sha256: str, signature: str
+    ) -> str:
+        """Render a task version new to this replica: the first device of a release to
+        ask does it, the devices asking at the same moment wait for that one."""
+        async with self._rendering:
+            rendered = desired.rendered(sha256, signature, deployment_id)
+            if rendered is not None:
+                return rendered
+            return await run_in_threadpool(self._render_version, deployment_id, version_id)
+
+    def _render_version(self, deployment_id: int, version_id: int) -> str:
+        with self.context.db.session(write=False) as session:
+            version = session.get(TaskVersionRow, version_id)
+            assert version is not None  # versions are immutable and never deleted
+            return desired.render(deployment_id, version)
 
     async def _status(self, scope: Scope, receive: Receive, send: Send) -> tuple[bool, Receive]:
         headers = dict(scope["headers"])
-        device = self._device(headers)
+        device = cached_device(self.context, headers)
         if device is None or not headers.get(b"content-type", b"").startswith(b"application/json"):
             return False, receive
         declared = headers.get(b"content-length", b"")
@@ -195,18 +196,18 @@ class DeviceFastPath:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
-                return False, _replay(messages, receive)  # the client went away
+                return False, replay(messages, receive)  # the client went away
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_STATUS_BODY:
-                return False, _replay(messages, receive)
+                return False, replay(messages, receive)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         try:
             body = StatusReports.model_validate_json(b"".join(chunks))
         except ValidationError:
-            return False, _replay(messages, receive)  # the full path words the 422
+            return False, replay(messages, receive)  # the full path words the 422
         try:
             gated = await self.status_writer().submit(device, list(body.reports))
             if gated:
@@ -214,7 +215,7 @@ class DeviceFastPath:
         except TandemError as exc:  # refused reports: the same answer the full path gives
             await tandem_error_response(exc)(scope, receive, send)
             return True, receive
-        await _respond(send, 200, b'{"accepted":%d}' % len(body.reports), b"application/json", [])
+        await respond(send, 200, b'{"accepted":%d}' % len(body.reports), b"application/json", [])
         return True, receive
 
     async def _bundle(self, scope: Scope, sha256: str, send: Send) -> bool:
@@ -223,7 +224,7 @@ class DeviceFastPath:
         headers = dict(scope["headers"])
         if b"range" in headers or b"if-none-match" in headers or b"if-range" in headers:
             return False
-        device = self._device(headers)
+        device = cached_device(self.context, headers)
         if device is None or (device.seq, sha256) not in self.context.readable_bundles:
             return False  # the full path checks the device may read it, then remembers
         try:
@@ -238,29 +239,5 @@ class DeviceFastPath:
             (b"cache-control", IMMUTABLE.encode()),
             (b"accept-ranges", b"bytes"),
         ]
-        await _respond(send, 200, data, BUNDLE_MEDIA_TYPE.encode(), out)
+        await respond(send, 200, data, BUNDLE_MEDIA_TYPE.encode(), out)
         return True
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, media_type: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    headers = [
-        *headers,
-        (b"content-length", str(len(body)).encode()),
-        (b"content-type", media_type),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """A ``receive`` that hands the full path the messages this one already consumed."""
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
