@@ -35,6 +35,9 @@ from cloud.events.routes import router as event_router
 from cloud.migrations import upgrade
 from cloud.ops.routes import router as ops_router
 from cloud.registry.routes import router as registry_router
+from cloud.serving.fast_path import ServingFastPath
+from cloud.serving.routes import router as serving_router
+from cloud.serving.service import ServingPool
 from cloud.tasks.routes import router as task_router
 from cloud.uploads.routes import router as upload_router
 
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.status_writer = StatusWriter(context.db)
         sweeper = Sweeper(context)
         sweeper.start()
+        app.state.serving.start()
         background = [
             asyncio.create_task(follow_revocations(context.broker, context.auth_cache)),
             asyncio.create_task(
@@ -94,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await sweeper.stop()
+            await app.state.serving.close()
             await app.state.status_writer.close()
             await context.broker.close()
             context.db.dispose()
@@ -110,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     app.state.context = context
+    app.state.serving = ServingPool(context, context.metrics.registry)
     install_error_handlers(app)
     for router in (
         ops_router,
@@ -122,11 +128,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blob_router,
         event_router,
         upload_router,
+        serving_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     # In front of the whole stack, the last added outermost: the fast paths for devices'
     # hottest requests, then request ids and metrics, so every response is counted.
+    if settings.serving_fast_path:
+        app.add_front_layer(ServingFastPath, context=context, pool=lambda: app.state.serving)
     if settings.device_fast_path:
         app.add_front_layer(
             DeviceFastPath, context=context, status_writer=lambda: app.state.status_writer

@@ -161,3 +161,50 @@ class ModelTargetMismatch(Conflict):
     """An upload whose target differs from the one its model name already has."""
 
     code = "model_target_mismatch"
+
+
+class InvalidModelInput(InvalidInput):
+    """Inference inputs that do not fit the model's signature; ``details`` names the input."""
+
+    code = "invalid_model_input"
+
+
+class InvalidTensorBody(BadRequest):
+    """An inference body that cannot be decoded (truncated .npz, not a zip, bad header)."""
+
+    code = "invalid_tensor_body"
+
+
+class UnsupportedMediaType(TandemError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class NotAcceptable(TandemError):
+    status_code = 406
+    code = "not_acceptable"
+
+
+class Overloaded(TandemError):
+    """The serving queue is full: retry after the ``Retry-After`` header's seconds."""
+
+    status_code = 429
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.headers["Retry-After"] = str(max(1, retry_after_s))
+
+
+class ModelLoadFailed(TandemError):
+    """A registered model that onnxruntime cannot load on this replica."""
+
+    status_code = 500
+    code = "model_load_failed"
+
+
+class ModelRunFailed(TandemError):
+    """onnxruntime failed while running a model on inputs that passed the signature checks."""
+
+    status_code = 500
+    code = "model_run_failed"

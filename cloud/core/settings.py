@@ -82,6 +82,56 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_requests: bool = True
+    # Model serving (POST /v1/models/{name}/infer); see the README's "Serving models".
+    serving_batching: bool = Field(
+        default=True,
+        description="Merge concurrent requests for one model version into one onnxruntime call.",
+    )
+    serving_max_batch: int = Field(
+        default=64, ge=1, le=65536, description="Most rows in one merged onnxruntime call."
+    )
+    serving_max_delay_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="Longest a request waits for others to fill its batch.",
+    )
+    serving_max_queue_rows: int = Field(
+        default=2048,
+        ge=1,
+        le=10_000_000,
+        description="Rows waiting per model version beyond which requests get 429.",
+    )
+    serving_max_request_rows: int = Field(
+        default=1024, ge=1, le=1_000_000, description="Most rows one request may carry."
+    )
+    serving_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0, description="Largest inference request body."
+    )
+    serving_intra_op_threads: int = Field(
+        default=1, ge=0, le=256, description="onnxruntime intra-op threads; 0 lets it choose."
+    )
+    serving_concurrent_runs: int = Field(
+        default=1, ge=1, le=64, description="onnxruntime calls in flight per model version."
+    )
+    serving_max_loaded: int = Field(
+        default=8, ge=1, le=1024, description="Model versions kept loaded; idle ones are evicted."
+    )
+    serving_latest_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How long an unpinned request trusts the cached latest version number.",
+    )
+    serving_fast_path: bool = Field(
+        default=True,
+        description="Answer device inference requests below the framework (same answers).",
+    )
+    serving_providers: list[str] = Field(
+        default=["CPUExecutionProvider"],
+        description="onnxruntime execution providers in order, e.g. "
+        '["CUDAExecutionProvider", "CPUExecutionProvider"].',
+    )
 
     @field_validator("data_dir")
     @classmethod

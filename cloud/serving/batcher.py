@@ -1,0 +1,298 @@
+"""Dynamic micro-batching: concurrent requests for one model version become one run.
+
+Requests queue on the event loop. A worker takes the oldest request and, when requests
+have been overlapping (the previous batch merged several), waits at most ``max_delay_s``
+(from that request's arrival) for the queue to hold ``max_batch`` rows; it then takes
+every queued request that fits and has the same trailing shapes, concatenates their
+inputs along the batch dimension, runs the model ONCE in a dedicated thread (the
+call releases the GIL, so the loop keeps serving HTTP meanwhile) and hands each request
+its slice of the outputs. While a run is in flight the next batch fills on its own.
+
+The queue is bounded in rows: past ``max_queue_rows`` a request is refused at once with
+:class:`Overloaded` (429 with ``Retry-After``) instead of waiting without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as RejectedByModel
+
+from cloud.core.errors import (
+    InvalidModelInput,
+    ModelRunFailed,
+    Overloaded,
+    ServiceUnavailable,
+    TandemError,
+)
+
+log = logging.getLogger("tandem.serving")
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+RunFn = Callable[[Arrays], Arrays]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    batching: bool
+    max_batch: int
+    max_delay_s: float
+    max_queue_rows: int
+    concurrency: int = 1
+
+
+@dataclass(slots=True)
+class BatchObserver:
+    """Where a batcher reports; the default observes nothing (tests, the benchmark)."""
+
+    on_batch: Callable[[int, int, float], None] = lambda rows, requests, run_s: None
+    on_queued: Callable[[float], None] = lambda waited_s: None
+    on_depth: Callable[[int], None] = lambda rows: None
+
+
+@dataclass(slots=True)
+class _Pending:
+    feeds: Arrays
+    rows: int
+    # Trailing dimensions of every input: only requests that agree can be concatenated.
+    shape_key: tuple[tuple[int, ...], ...]
+    future: asyncio.Future[Arrays]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """The queue and workers of one model version."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        *,
+        policy: BatchPolicy,
+        executor: Executor,
+        batchable: bool,
+        label: str = "model",
+        observer: BatchObserver | None = None,
+        validate: Callable[[Arrays], None] | None = None,
+    ) -> None:
+        self._run = run
+        # Value checks on the merged feeds: one pass a batch instead of one a request.
+        self._validate = validate
+        self.policy = policy
+        self._executor = executor
+        # A model whose dimensions are fixed runs each request on its own.
+        self._merge = policy.batching and batchable
+        self._label = label
+        self._observer = observer or BatchObserver()
+        self._queue: deque[_Pending] = deque()
+        self.queued_rows = 0
+        self._arrived = asyncio.Event()
+        self._filled = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._retired = False
+        self._closed = False
+        # Recent run time per row, for an honest Retry-After.
+        self._seconds_per_row = 0.001
+        self._last_requests = 1
+
+    async def submit(self, feeds: Arrays, rows: int) -> Arrays:
+        """The outputs of the model for ``feeds`` (``rows`` rows), once its batch has run."""
+        if self._closed:
+            raise ServiceUnavailable("The serving pool is shutting down; retry on another replica.")
+        if self.queued_rows + rows > self.policy.max_queue_rows:
+            backlog_s = self.queued_rows * self._seconds_per_row / self.policy.concurrency
+            raise Overloaded(
+                f"Model {self._label} has {self.queued_rows} rows queued, at the limit of "
+                f"{self.policy.max_queue_rows}; retry after the Retry-After delay, or add "
+                "replicas.",
+                retry_after_s=math.ceil(backlog_s),
+                details={"queued_rows": self.queued_rows},
+            )
+        future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
+        key = tuple(array.shape[1:] for array in feeds.values())
+        self._queue.append(_Pending(feeds, rows, key, future))
+        self.queued_rows += rows
+        self._observer.on_depth(self.queued_rows)
+        self._arrived.set()
+        if self.queued_rows >= self.policy.max_batch:
+            self._filled.set()
+        self._ensure_workers()
+        return await future
+
+    def _ensure_workers(self) -> None:
+        self._workers = [w for w in self._workers if not w.done()]
+        while len(self._workers) < self.policy.concurrency:
+            self._workers.append(asyncio.create_task(self._work(), name=f"batcher:{self._label}"))
+
+    def retire(self) -> None:
+        """Stop the workers once the queue is empty; later submits start them again."""
+        self._retired = True
+        self._arrived.set()
+
+    async def close(self) -> None:
+        """Cancel the workers and fail whatever is still queued."""
+        self._closed = True
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(
+                    ServiceUnavailable("The serving pool shut down before this request ran; retry.")
+                )
+        self.queued_rows = 0
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._retired:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            # Waiting pays only when requests overlap: a lone caller (the last batch held
+            # one request) runs at once, as if batching were off.
+            if self._merge and self.policy.max_delay_s > 0 and self._last_requests > 1:
+                await self._wait_to_fill(loop)
+            batch = self._take()
+            if batch:
+                await self._execute(loop, batch)
+
+    async def _wait_to_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.queued_rows >= self.policy.max_batch:
+            return
+        remaining = self._queue[0].enqueued + self.policy.max_delay_s - time.perf_counter()
+        if remaining <= 0:
+            return
+        self._filled.clear()
+        timer = loop.call_later(remaining, self._filled.set)
+        try:
+            await self._filled.wait()
+        finally:
+            timer.cancel()
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        rows = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # its caller went away (a cancelled request)
+                self._queue.popleft()
+                self.queued_rows -= head.rows
+                continue
+            if batch and (
+                not self._merge
+                or rows + head.rows > self.policy.max_batch
+                or head.shape_key != batch[0].shape_key
+            ):
+                break
+            batch.append(self._queue.popleft())
+            self.queued_rows -= head.rows
+            rows += head.rows
+        self._observer.on_depth(self.queued_rows)
+        return batch
+
+    @staticmethod
+    def _merge_feeds(batch: list[_Pending]) -> Arrays:
+        if len(batch) == 1:
+            return batch[0].feeds
+        return {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
+
+    def _admit(self, batch: list[_Pending], feeds: Arrays) -> tuple[list[_Pending], Arrays]:
+        """The requests whose values pass validation, and their feeds; the others fail."""
+        if self._validate is None:
+            return batch, feeds
+        try:
+            self._validate(feeds)
+            return batch, feeds
+        except TandemError:
+            pass
+        admitted = []
+        for pending in batch:  # find the culprits: each request on its own
+            try:
+                self._validate(pending.feeds)
+                admitted.append(pending)
+            except TandemError as exc:
+                self._fail(pending, exc)
+        return admitted, self._merge_feeds(admitted) if admitted else {}
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        for pending in batch:
+            self._observer.on_queued(started - pending.enqueued)
+        self._last_requests = len(batch)
+        batch, feeds = self._admit(batch, self._merge_feeds(batch))
+        if not batch:
+            return
+        rows = sum(p.rows for p in batch)
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, feeds)
+            parts = self._split(outputs, [p.rows for p in batch])
+        except asyncio.CancelledError:
+            for pending in batch:
+                self._fail(pending, ServiceUnavailable("The serving pool shut down; retry."))
+            raise
+        except Exception as exc:
+            if len(batch) > 1:
+                # One request may have poisoned the batch: run each alone, so only it fails.
+                for pending in batch:
+                    await self._execute(loop, [pending])
+                return
+            self._fail(batch[0], exc)
+            return
+        elapsed = time.perf_counter() - started
+        self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * elapsed / rows
+        self._observer.on_batch(rows, len(batch), elapsed)
+        for pending, part in zip(batch, parts, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(part)
+
+    @staticmethod
+    def _split(outputs: Arrays, sizes: list[int]) -> list[Arrays]:
+        if len(sizes) == 1:
+            return [outputs]
+        total = sum(sizes)
+        for name, array in outputs.items():
+            if array.ndim == 0 or array.shape[0] != total:
+                raise ModelRunFailed(
+                    f"Output {name!r} has shape {list(array.shape)} for a batch of {total} "
+                    "rows; it cannot be split per request."
+                )
+        bounds = np.cumsum(sizes)[:-1]
+        split = {name: np.split(array, bounds) for name, array in outputs.items()}
+        return [{name: pieces[i] for name, pieces in split.items()} for i in range(len(sizes))]
+
+    def _fail(self, pending: _Pending, exc: Exception) -> None:
+        if pending.future.done():
+            return
+        if isinstance(exc, RejectedByModel):
+            exc = InvalidModelInput(
+                f"Model {self._label} rejected these inputs while running: "
+                f"{str(exc).splitlines()[0][:300]}. Check the values against what the "
+                "model was trained on.",
+                details={"input": None},
+            )
+        elif not isinstance(exc, TandemError):
+            log.warning(
+                "model run failed",
+                extra={"model": self._label, "error": f"{exc.__class__.__name__}: {exc}"[:500]},
+            )
+            exc = ModelRunFailed(
+                f"Model {self._label} failed while running ({exc.__class__.__name__}); "
+                "the inputs passed its signature checks, so the model itself needs fixing. "
+                "The error is in the server log.",
+            )
+        pending.future.set_exception(exc)

@@ -1,0 +1,295 @@
+"""Dynamic micro-batching: merging, splitting, limits, back-pressure, failure isolation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cloud.core.errors import InvalidModelInput, ModelRunFailed, Overloaded, ServiceUnavailable
+from cloud.serving.batcher import Arrays, BatchObserver, BatchPolicy, MicroBatcher
+
+# Long enough that a batch runs only once it is full, in every test that relies on that.
+NEVER_S = 60.0
+
+
+class RecordingModel:
+    """y = x * 2, recording the rows of every call; fails on any batch holding a negative."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.gate: asyncio.Event | None = None
+
+    def __call__(self, feeds: Arrays) -> Arrays:
+        x = feeds["x"]
+        self.calls.append(x.shape[0])
+        if (x < 0).any():
+            raise RuntimeError("negative input")
+        return {"y": x * 2, "n": np.full((x.shape[0], 1), x.shape[0])}
+
+
+@pytest.fixture
+async def executor() -> AsyncIterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=1)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def batcher(
+    model: Any,
+    executor: ThreadPoolExecutor,
+    *,
+    batching: bool = True,
+    max_batch: int = 8,
+    max_delay_s: float = NEVER_S,
+    max_queue_rows: int = 1000,
+    batchable: bool = True,
+    observer: BatchObserver | None = None,
+) -> MicroBatcher:
+    return MicroBatcher(
+        model,
+        policy=BatchPolicy(
+            batching=batching,
+            max_batch=max_batch,
+            max_delay_s=max_delay_s,
+            max_queue_rows=max_queue_rows,
+        ),
+        executor=executor,
+        batchable=batchable,
+        observer=observer,
+    )
+
+
+def rows(*values: float) -> Arrays:
+    return {"x": np.array(values, dtype=np.float32).reshape(-1, 1)}
+
+
+async def test_concurrent_requests_of_different_sizes_merge_into_one_call(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Requests of 1, 3 and 4 rows fill a batch of 8 and run as ONE call; each gets its rows."""
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=8)
+    results = await asyncio.gather(
+        b.submit(rows(1), 1), b.submit(rows(2, 3, 4), 3), b.submit(rows(5, 6, 7, 8), 4)
+    )
+    assert model.calls == [8]
+    assert [r["y"].ravel().tolist() for r in results] == [[2], [4, 6, 8], [10, 12, 14, 16]]
+    assert all(r["n"].ravel().tolist() == [8] * len(r["n"]) for r in results)
+    await b.close()
+
+
+async def test_a_batch_never_exceeds_max_batch(executor: ThreadPoolExecutor) -> None:
+    """Six requests of 3 rows with max_batch 7 run as batches of at most 7 rows, in order."""
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=7, max_delay_s=0.0)
+    results = await asyncio.gather(*(b.submit(rows(i, i, i), 3) for i in range(6)))
+    assert all(n <= 7 for n in model.calls) and sum(model.calls) == 18
+    assert [r["y"][0, 0] for r in results] == [2 * i for i in range(6)]
+    await b.close()
+
+
+async def test_max_delay_runs_a_partial_batch(executor: ThreadPoolExecutor) -> None:
+    """A lone request does not wait for a full batch beyond the maximum delay."""
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=64, max_delay_s=0.001)
+    result = await b.submit(rows(21), 1)
+    assert result["y"].tolist() == [[42]] and model.calls == [1]
+    await b.close()
+
+
+async def test_a_lone_caller_does_not_wait(executor: ThreadPoolExecutor) -> None:
+    """A request with no overlapping traffic runs at once, however long max_delay is."""
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=64, max_delay_s=NEVER_S)
+    assert (await b.submit(rows(1), 1))["y"].tolist() == [[2]]
+    assert (await b.submit(rows(2), 1))["y"].tolist() == [[4]]
+    assert model.calls == [1, 1]
+    await b.close()
+
+
+async def test_after_overlapping_traffic_a_request_waits_for_company(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Once requests have overlapped, a new one waits (up to max_delay) to fill its batch."""
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=2, max_delay_s=NEVER_S)
+    await asyncio.gather(b.submit(rows(1), 1), b.submit(rows(2), 1))
+    first = asyncio.ensure_future(b.submit(rows(3), 1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not first.done()  # waiting for a second row
+    second = await b.submit(rows(4), 1)
+    assert (await first)["y"].tolist() == [[6]] and second["y"].tolist() == [[8]]
+    assert model.calls == [2, 2]
+    await b.close()
+
+
+async def test_batching_off_runs_each_request_alone(executor: ThreadPoolExecutor) -> None:
+    """With batching off, four concurrent requests make four calls of their own sizes."""
+    model = RecordingModel()
+    b = batcher(model, executor, batching=False)
+    await asyncio.gather(*(b.submit(rows(*range(n)), n) for n in (1, 2, 3, 4)))
+    assert sorted(model.calls) == [1, 2, 3, 4]
+    await b.close()
+
+
+async def test_unbatchable_model_runs_each_request_alone(executor: ThreadPoolExecutor) -> None:
+    """A model with fixed dimensions is never fed a concatenation, even with batching on."""
+    model = RecordingModel()
+    b = batcher(model, executor, batchable=False, max_batch=4)
+    await asyncio.gather(*(b.submit(rows(i), 1) for i in range(4)))
+    assert model.calls == [1, 1, 1, 1]
+    await b.close()
+
+
+async def test_requests_with_different_trailing_shapes_are_not_merged(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Inputs of width 1 and width 2 cannot be concatenated: they run in separate calls."""
+    seen: list[tuple[int, ...]] = []
+
+    def model(feeds: Arrays) -> Arrays:
+        seen.append(feeds["x"].shape)
+        return {"y": feeds["x"].sum(axis=1, keepdims=True)}
+
+    b = batcher(model, executor, max_batch=2, max_delay_s=0.0)
+    narrow = {"x": np.ones((1, 1), dtype=np.float32)}
+    wide = {"x": np.ones((1, 2), dtype=np.float32)}
+    results = await asyncio.gather(
+        b.submit(narrow, 1), b.submit(wide, 1), b.submit(narrow, 1), b.submit(wide, 1)
+    )
+    assert [r["y"][0, 0] for r in results] == [1, 2, 1, 2]
+    assert all(shape[0] <= 2 for shape in seen)
+    await b.close()
+
+
+async def test_full_queue_refuses_with_overloaded(executor: ThreadPoolExecutor) -> None:
+    """Past max_queue_rows a request is refused at once with 429 and a Retry-After header."""
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=100, max_queue_rows=4)
+    waiting = [asyncio.ensure_future(b.submit(rows(1, 2), 2)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded) as refused:
+        await b.submit(rows(3), 1)
+    assert refused.value.status_code == 429
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    await b.close()
+    for task in waiting:
+        with pytest.raises(ServiceUnavailable):
+            await task
+
+
+async def test_a_failing_request_does_not_fail_its_batch_mates(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """When a merged call fails, each request is retried alone: only the culprit fails."""
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=3)
+    good1, bad, good2 = await asyncio.gather(
+        b.submit(rows(1), 1), b.submit(rows(-1), 1), b.submit(rows(2), 1), return_exceptions=True
+    )
+    assert isinstance(good1, dict) and good1["y"].tolist() == [[2]]
+    assert isinstance(good2, dict) and good2["y"].tolist() == [[4]]
+    assert isinstance(bad, ModelRunFailed) and bad.code == "model_run_failed"
+    await b.close()
+
+
+async def test_runtime_invalid_argument_is_reported_as_input_error(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """onnxruntime's InvalidArgument at run time is the input's fault: a 422, not a 500."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    def model(feeds: Arrays) -> Arrays:
+        raise InvalidArgument("indices element out of data bounds")
+
+    b = batcher(model, executor, max_batch=1)
+    with pytest.raises(InvalidModelInput) as refused:
+        await b.submit(rows(1), 1)
+    assert "out of data bounds" in refused.value.message
+    await b.close()
+
+
+async def test_outputs_that_cannot_be_split_fail_clearly(executor: ThreadPoolExecutor) -> None:
+    """A model whose output rows differ from its input rows cannot serve merged requests."""
+
+    def model(feeds: Arrays) -> Arrays:
+        return {"y": np.zeros((1, 1), dtype=np.float32)}  # one row whatever the batch
+
+    b = batcher(model, executor, max_batch=2)
+    first, second = await asyncio.gather(b.submit(rows(1), 1), b.submit(rows(2), 1))
+    # Retried alone, each request's single row matches the single output row.
+    assert first["y"].shape == (1, 1) and second["y"].shape == (1, 1)
+    await b.close()
+
+
+async def test_observer_sees_batch_rows_requests_and_queue_time(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """The observer is told each call's rows and request count, and each request's wait."""
+    batches: list[tuple[int, int]] = []
+    waits: list[float] = []
+    observer = BatchObserver(
+        on_batch=lambda r, n, _s: batches.append((r, n)), on_queued=waits.append
+    )
+    b = batcher(RecordingModel(), executor, max_batch=4, observer=observer)
+    await asyncio.gather(b.submit(rows(1, 2), 2), b.submit(rows(3), 1), b.submit(rows(4), 1))
+    assert batches == [(4, 3)]
+    assert len(waits) == 3 and all(w >= 0 for w in waits)
+    await b.close()
+
+
+async def test_retired_batcher_finishes_queued_work_and_restarts_on_demand(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Retiring lets queued requests finish; a later request starts a worker again."""
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=1)
+    first = asyncio.ensure_future(b.submit(rows(1), 1))
+    b.retire()
+    assert (await first)["y"].tolist() == [[2]]
+    assert (await b.submit(rows(2), 1))["y"].tolist() == [[4]]
+    await b.close()
+
+
+async def test_closed_batcher_refuses_new_requests(executor: ThreadPoolExecutor) -> None:
+    """After close, a request gets 503 instead of waiting forever."""
+    b = batcher(RecordingModel(), executor)
+    await b.close()
+    with pytest.raises(ServiceUnavailable):
+        await b.submit(rows(1), 1)
+
+
+async def test_values_are_validated_per_batch_and_only_culprits_fail(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """The merged batch is validated once; when it fails, each request is validated alone
+    and only the offending one gets the error, the others run together."""
+    checked: list[int] = []
+
+    def validate(feeds: Arrays) -> None:
+        checked.append(len(feeds["x"]))
+        if (feeds["x"] > 100).any():
+            raise InvalidModelInput("too big", details={"input": "x"})
+
+    model = RecordingModel()
+    b = MicroBatcher(
+        model,
+        policy=BatchPolicy(batching=True, max_batch=3, max_delay_s=NEVER_S, max_queue_rows=10),
+        executor=executor,
+        batchable=True,
+        validate=validate,
+    )
+    good1, bad, good2 = await asyncio.gather(
+        b.submit(rows(1), 1), b.submit(rows(500), 1), b.submit(rows(2), 1), return_exceptions=True
+    )
+    assert isinstance(bad, InvalidModelInput)
+    assert isinstance(good1, dict) and good1["y"].tolist() == [[2]]
+    assert isinstance(good2, dict) and good2["y"].tolist() == [[4]]
+    assert checked == [3, 1, 1, 1] and model.calls == [2]
+    await b.close()

@@ -1,0 +1,58 @@
+"""The .npz reader and writer: what numpy writes is read exactly, and numpy reads ours."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cloud.core.errors import PayloadTooLarge
+from cloud.serving import npz
+
+ARRAYS: dict[str, np.ndarray[Any, Any]] = {
+    "scores": np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4),
+    "ids": np.arange(5, dtype=np.int64),
+    "scalar": np.array(2.5),
+    "flags": np.array([True, False]),
+    "big_endian": np.arange(6, dtype=">i4").reshape(2, 3),
+    "fortran": np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)),
+    "empty": np.zeros((0, 7), dtype=np.float16),
+    "námé": np.ones((1,), dtype=np.uint8),
+}
+
+
+def savez(compressed: bool = False, **arrays: Any) -> bytes:
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["stored", "compressed"])
+def test_reads_what_numpy_writes(compressed: bool) -> None:
+    """Every array of an np.savez (or savez_compressed) archive comes back equal, same shape."""
+    arrays = npz.read_arrays(savez(compressed, **ARRAYS), max_bytes=1 << 20)
+    assert arrays.keys() == ARRAYS.keys()
+    for name, expected in ARRAYS.items():
+        assert arrays[name].shape == expected.shape, name
+        assert arrays[name].dtype == expected.dtype.newbyteorder("="), name
+        np.testing.assert_array_equal(arrays[name], expected)
+
+
+def test_numpy_reads_what_we_write() -> None:
+    """np.load reads write_arrays' archive as the same arrays, and so does our reader."""
+    data = npz.write_arrays(ARRAYS)
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        for name, expected in ARRAYS.items():
+            assert archive[name].shape == expected.shape, name
+            np.testing.assert_array_equal(archive[name], expected)
+    assert npz.read_arrays(data, max_bytes=1 << 20).keys() == ARRAYS.keys()
+
+
+def test_array_data_is_bounded() -> None:
+    """Arrays beyond max_bytes in total are refused with 413, whatever the archive claims."""
+    data = savez(a=np.zeros(1000, dtype=np.float64), b=np.zeros(1000, dtype=np.float64))
+    npz.read_arrays(data, max_bytes=16_000)
+    with pytest.raises(PayloadTooLarge):
+        npz.read_arrays(data, max_bytes=15_999)
