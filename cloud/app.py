@@ -35,6 +35,7 @@ from cloud.events.routes import router as event_router
 from cloud.migrations import upgrade
 from cloud.ops.routes import router as ops_router
 from cloud.registry.routes import router as registry_router
+from cloud.router.routes import router as routing_router
 from cloud.serving.fast_path import ServingFastPath
 from cloud.serving.routes import router as serving_router
 from cloud.serving.service import ServingPool
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         event_router,
         upload_router,
         serving_router,
+        routing_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)

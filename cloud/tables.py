@@ -8,6 +8,7 @@ from cloud.core.db import Base
 from cloud.deploy import tables as deploy_tables
 from cloud.devices import tables as device_tables
 from cloud.registry import tables as registry_tables
+from cloud.router import tables as router_tables
 from cloud.tasks import tables as task_tables
 from cloud.uploads import tables as upload_tables
 
@@ -20,6 +21,7 @@ __all__ = [
     "device_tables",
     "metadata",
     "registry_tables",
+    "router_tables",
     "task_tables",
     "upload_tables",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from device_sdk._backoff import Backoff
 from device_sdk._client import CloudClient
 from device_sdk._device import Device, DeviceStatus
+from device_sdk._edge_router import EdgeRouter, LocalDecision
 from device_sdk._errors import (
     CloudError,
     CloudRejected,
@@ -39,6 +40,8 @@ from device_sdk._installer import Installer
 from device_sdk._outbox import Outbox, OutboxItem
 from device_sdk._reconcile import ReconcileOutcome, Reconciler
 from device_sdk._records import CachedDesired, Identity, InstalledTask, VersionState
+from device_sdk._routing import RoutingAgent, RoutingConfig, RoutingNotConfigured
+from device_sdk._routing_fake import FakeRouting
 from device_sdk._runner import LoadedModel, ModelRunner
 from device_sdk._runtime import TaskRuntime
 from device_sdk._sse import ServerSentEvent, SSEDecoder
@@ -63,9 +66,11 @@ __all__ = [
     "DeviceSDKError",
     "DeviceStatus",
     "DeviceStore",
+    "EdgeRouter",
     "Event",
     "EventLog",
     "EventStream",
+    "FakeRouting",
     "Feature",
     "FeatureStore",
     "FeaturesView",
@@ -80,6 +85,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidSignature",
     "LoadedModel",
+    "LocalDecision",
     "LocalStoreError",
     "ModelRunner",
     "Outbox",
@@ -89,6 +95,9 @@ __all__ = [
     "Reconciler",
     "RegisterDeviceResponse",
     "RegistrationRefused",
+    "RoutingAgent",
+    "RoutingConfig",
+    "RoutingNotConfigured",
     "SSEDecoder",
     "ServerSentEvent",
     "SyncAgent",

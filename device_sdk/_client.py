@@ -10,12 +10,15 @@ transport comes in from the edge, so tests drive it with ``httpx.MockTransport``
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -32,6 +35,7 @@ from device_sdk._errors import (
 )
 from device_sdk._event_stream import EventStream
 from device_sdk._outbox import OutboxItem
+from device_sdk.router_wire import DecisionReceipt, DecisionReport, RouterExport
 from device_sdk.wire import (
     DesiredState,
     ErrorBody,
@@ -43,6 +47,7 @@ from device_sdk.wire import (
 )
 
 _TRANSIENT = {408, 425, 429}
+_NPZ = "application/x-npz"
 _ITEM_FIELD = re.compile(r"^items\.(\d+)(?:\.|$)")
 _Schema = TypeVar("_Schema", bound=BaseModel)
 
@@ -251,6 +256,72 @@ class CloudClient:
                 "captive portal in the way? The SDK retries with backoff."
             )
         return EventStream(response, self.cloud_url)
+
+    # --- routing --------------------------------------------------------------------
+
+    def router_export(self, name: str) -> RouterExport:
+        """The latest version of router ``name`` as a device routes with it."""
+        response = self._send(
+            "GET", f"/v1/routers/{quote(name, safe='')}/export", headers=self._auth()
+        )
+        if response.status_code != 200:
+            raise self._error(response, f"fetch router {name!r}")
+        return self._parse(RouterExport, response)
+
+    def fetch_blob(self, sha256: str, size: int) -> bytes:
+        """The blob ``sha256`` of ``size`` bytes, checked against its digest (a router's
+        ONNX file); raises :class:`InvalidBundle` when the bytes do not match."""
+        response = self._send("GET", f"/v1/blobs/{quote(sha256, safe='')}", headers=self._auth())
+        if response.status_code != 200:
+            raise self._error(response, f"download blob {sha256[:12]}...")
+        data = response.content
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+            raise InvalidBundle(
+                f"The downloaded blob {sha256[:12]}... has {len(data)} bytes and another digest "
+                f"than the cloud announced ({size} bytes); it was discarded."
+            )
+        return data
+
+    def report_decisions(self, name: str, report: DecisionReport) -> DecisionReceipt:
+        """Send routing decisions taken on this device; returns the cloud's receipt."""
+        response = self._send(
+            "POST",
+            f"/v1/routers/{quote(name, safe='')}/decisions",
+            headers=self._auth(),
+            json=report.model_dump(mode="json"),
+        )
+        if response.status_code != 200:
+            raise self._error(response, f"report {len(report.decisions)} routing decisions")
+        return self._parse(DecisionReceipt, response)
+
+    def infer(self, model: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the cloud's model ``model`` on ``inputs`` (name -> array); returns its
+        outputs as numpy arrays. Arrays travel as ``.npz``, so dtypes are kept exactly."""
+        import numpy as np
+
+        buffer = io.BytesIO()
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in inputs.items()}
+        np.savez(buffer, **arrays)
+        headers = self._auth() | {"Content-Type": _NPZ, "Accept": _NPZ}
+        try:
+            response = self._http.post(
+                f"/v1/models/{quote(model, safe='')}/infer",
+                content=buffer.getvalue(),
+                headers=headers,
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if response.status_code != 200:
+            raise self._error(response, f"run the cloud model {model!r}")
+        try:
+            with np.load(io.BytesIO(response.content), allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise CloudError(
+                f"The cloud at {self.cloud_url} answered model {model!r} with outputs this SDK "
+                f"cannot read ({exc}); is a proxy rewriting responses?",
+                status_code=response.status_code,
+            ) from exc
 
     # --- plumbing -------------------------------------------------------------------
 

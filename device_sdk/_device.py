@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -24,6 +25,7 @@ from device_sdk._installer import Installer
 from device_sdk._outbox import Outbox
 from device_sdk._reconcile import Reconciler
 from device_sdk._records import Identity, InstalledTask, VersionState
+from device_sdk._routing import RoutingAgent
 from device_sdk._runner import ModelRunner
 from device_sdk._runtime import TaskRuntime
 from device_sdk._store import DeviceStore
@@ -245,7 +247,9 @@ class Device:
             tasks=MappingProxyType(self._runtime.stats()),
         )
 
-    def predict(self, task: str, inputs: Any, *, timeout_s: float | None = None) -> Any:
+    def predict(
+        self, task: str, inputs: Any, *, timeout_s: float | None = None, routing: str = "local"
+    ) -> Any:
         """Run the active version of ``task`` on this device and return its result.
 
         A model task (no entry, one model) runs its model in this thread and returns its
@@ -257,7 +261,19 @@ class Device:
         Raises :class:`TaskNotInstalled` (naming the installed tasks),
         :class:`InvalidModelInput` (naming the input and what the model expects),
         :class:`TaskTimeout`, or :class:`TaskFailed` (the task's exception as its cause).
+
+        ``routing="auto"`` lets the task's router (named by its bundle's ``routing.json``)
+        choose: this device's model, or the cloud's model, whose outputs are returned;
+        ``"cloud"`` always asks the cloud. See :class:`RoutingAgent` (``self.routing``).
         """
+        if routing != "local":
+            return self.routing.predict(
+                task,
+                self.task_path(task),
+                inputs,
+                routing=routing,
+                run_local=lambda passed: self.predict(task, passed, timeout_s=timeout_s),
+            )
         try:
             return self._runtime.predict(task, inputs, timeout_s=timeout_s)
         except TaskNotInstalled:
@@ -265,6 +281,12 @@ class Device:
             if not self._refresh_tasks(any_time=True):
                 raise
         return self._runtime.predict(task, inputs, timeout_s=timeout_s)
+
+    @cached_property
+    def routing(self) -> RoutingAgent:
+        """Routing between this device and the cloud for ``predict(..., routing="auto")``:
+        the last decision per task, and ``flush()`` to report decisions now."""
+        return RoutingAgent(lambda: self._client)
 
     def queue(self, channel: str, payload: dict[str, Any] | bytes) -> str:
         """Queue ``payload`` (a JSON object) for upload on ``channel``. It is on disk when

@@ -208,3 +208,29 @@ class ModelRunFailed(TandemError):
 
     status_code = 500
     code = "model_run_failed"
+
+
+class RouterNotFound(NotFound):
+    code = "router_not_found"
+
+
+class RouterVersionNotFound(NotFound):
+    code = "router_version_not_found"
+
+
+class RouterNotTrained(Conflict):
+    """A router asked to route, or to export, before any version was trained."""
+
+    code = "router_not_trained"
+
+
+class InvalidObservation(InvalidInput):
+    """An observation or route request that does not fit its router's metrics or features."""
+
+    code = "invalid_observation"
+
+
+class NotEnoughObservations(Conflict):
+    """Training asked of a router with too few observations to learn from."""
+
+    code = "not_enough_observations"
