@@ -18,6 +18,10 @@ from cloud.auth.online import keep_authenticated
 from cloud.auth.routes import router as enrollment_router
 from cloud.auth.service import sync_bootstrap_key
 from cloud.blobs.routes import router as blob_router
+from cloud.coda.builder import SnapshotBuilder
+from cloud.coda.ratelimit import RateLimiter
+from cloud.coda.routes import CodaState
+from cloud.coda.routes import router as coda_router
 from cloud.core.body_limit import BodyLimitMiddleware
 from cloud.core.context import CloudContext
 from cloud.core.handlers import ERROR_RESPONSES, install_error_handlers
@@ -82,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = Sweeper(context)
         sweeper.start()
         app.state.serving.start()
+        await run_in_threadpool(app.state.coda.builder.start)
         background = [
             asyncio.create_task(follow_revocations(context.broker, context.auth_cache)),
             asyncio.create_task(
@@ -99,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await sweeper.stop()
+            await run_in_threadpool(app.state.coda.builder.stop)
             await app.state.serving.close()
             await app.state.status_writer.close()
             await context.broker.close()
@@ -117,6 +123,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.context = context
     app.state.serving = ServingPool(context, context.metrics.registry)
+    app.state.coda = CodaState(
+        builder=SnapshotBuilder(
+            context.db,
+            settings.coda_dir,
+            exact_below=settings.coda_exact_below,
+            poll_s=settings.coda_index_poll_s,
+        ),
+        limiter=RateLimiter(settings.coda_retrieve_per_minute, settings.coda_retrieve_burst),
+        max_results=settings.coda_max_results,
+    )
     install_error_handlers(app)
     for router in (
         ops_router,
@@ -131,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_router,
         serving_router,
         routing_router,
+        coda_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from pydantic import ValidationError
 
+from cloud.coda.loader import coda_app
 from cloud.core.db import Database, make_engine
 from cloud.core.errors import TandemError
 from cloud.core.settings import Settings
@@ -31,6 +32,7 @@ task_app = typer.Typer(help="ML task bundles: pack and publish.", no_args_is_hel
 app.add_typer(admin_app, name="admin")
 app.add_typer(task_app, name="task")
 app.add_typer(models_app, name="models")
+app.add_typer(coda_app, name="coda")
 
 DataDir = Annotated[
     Path | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cloud.auth import tables as auth_tables
 from cloud.blobs import tables as blob_tables
+from cloud.coda import tables as coda_tables
 from cloud.core.db import Base
 from cloud.deploy import tables as deploy_tables
 from cloud.devices import tables as device_tables
@@ -17,6 +18,7 @@ metadata = Base.metadata
 __all__ = [
     "auth_tables",
     "blob_tables",
+    "coda_tables",
     "deploy_tables",
     "device_tables",
     "metadata",

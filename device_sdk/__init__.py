@@ -10,6 +10,17 @@ from __future__ import annotations
 
 from device_sdk._backoff import Backoff
 from device_sdk._client import CloudClient
+from device_sdk._coda import (
+    CodaConfig,
+    CodaResult,
+    LocalSamples,
+    PersonalFilter,
+    coda_round,
+    summarize,
+)
+from device_sdk._coda_fake import FakePools
+from device_sdk._coda_task import CodaLearner, learner_for, register_learner
+from device_sdk._coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
 from device_sdk._device import Device, DeviceStatus
 from device_sdk._edge_router import EdgeRouter, LocalDecision
 from device_sdk._errors import (
@@ -37,6 +48,17 @@ from device_sdk._errors import (
 from device_sdk._event_stream import EventStream
 from device_sdk._events import Event, EventLog, Feature, FeatureStore, FeaturesView
 from device_sdk._installer import Installer
+from device_sdk._learning import (
+    ActivationCache,
+    Backbone,
+    Head,
+    HeadTraining,
+    LearningError,
+    backbone_source,
+    cached_source,
+    log_loss,
+    train_head,
+)
 from device_sdk._outbox import Outbox, OutboxItem
 from device_sdk._reconcile import ReconcileOutcome, Reconciler
 from device_sdk._records import CachedDesired, Identity, InstalledTask, VersionState
@@ -53,12 +75,17 @@ from device_sdk._uploader import Uploader
 from device_sdk.wire import DeviceAttributes, DeviceInfo, RegisterDeviceResponse, TaskErrorReport
 
 __all__ = [
+    "ActivationCache",
+    "Backbone",
     "Backoff",
     "CachedDesired",
     "CloudClient",
     "CloudError",
     "CloudRejected",
     "CloudUnavailable",
+    "CodaConfig",
+    "CodaLearner",
+    "CodaResult",
     "Device",
     "DeviceAttributes",
     "DeviceInfo",
@@ -70,10 +97,13 @@ __all__ = [
     "Event",
     "EventLog",
     "EventStream",
+    "FakePools",
     "FakeRouting",
     "Feature",
     "FeatureStore",
     "FeaturesView",
+    "Head",
+    "HeadTraining",
     "Identity",
     "IdentityMismatch",
     "InstalledTask",
@@ -84,17 +114,23 @@ __all__ = [
     "InvalidModelInput",
     "InvalidPayload",
     "InvalidSignature",
+    "LearningError",
     "LoadedModel",
     "LocalDecision",
+    "LocalSamples",
     "LocalStoreError",
     "ModelRunner",
     "Outbox",
     "OutboxFull",
     "OutboxItem",
+    "PersonalFilter",
+    "PoolSample",
     "ReconcileOutcome",
     "Reconciler",
     "RegisterDeviceResponse",
     "RegistrationRefused",
+    "RetrieveRequest",
+    "RetrieveResponse",
     "RoutingAgent",
     "RoutingConfig",
     "RoutingNotConfigured",
@@ -115,5 +151,13 @@ __all__ = [
     "UploadRejected",
     "Uploader",
     "VersionState",
+    "backbone_source",
+    "cached_source",
+    "coda_round",
+    "learner_for",
+    "log_loss",
+    "register_learner",
+    "summarize",
     "task_error_report",
+    "train_head",
 ]

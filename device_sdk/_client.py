@@ -23,6 +23,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from device_sdk._coda_wire import RetrieveRequest, RetrieveResponse
 from device_sdk._errors import (
     CloudError,
     CloudRejected,
@@ -293,6 +294,16 @@ class CloudClient:
         if response.status_code != 200:
             raise self._error(response, f"report {len(report.decisions)} routing decisions")
         return self._parse(DecisionReceipt, response)
+
+    def coda_retrieve(self, request: RetrieveRequest) -> RetrieveResponse:
+        """Send anonymous query embeddings to a CoDA pool; returns the nearest samples (and
+        the random ones asked for). A 429 (rate limit) is a :class:`CloudUnavailable`."""
+        response = self._send(
+            "POST", "/v1/coda/retrieve", headers=self._auth(), json=request.model_dump(mode="json")
+        )
+        if response.status_code != 200:
+            raise self._error(response, f"retrieve samples from pool {request.pool!r}")
+        return self._parse(RetrieveResponse, response)
 
     def infer(self, model: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run the cloud's model ``model`` on ``inputs`` (name -> array); returns its

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ValidationError
 
 from device_sdk import bundle
+from device_sdk._coda_fake import FakePools
 from device_sdk._routing_fake import FakeRouting
 from device_sdk.wire import (
     MAX_UPLOAD_BODY_BYTES,
@@ -229,6 +230,8 @@ class FakeCloud:
         self._upload_order: list[tuple[UploadChannel, tuple[str, str]]] = []
         self._streams: list[_EventStream] = []
         self._opened = 0
+        self.coda = FakePools()
+        """CoDA sample pools served at ``POST /v1/coda/retrieve``; fill with ``coda.add``."""
         self.routing = FakeRouting()
         """Routers, reported decisions and cloud models for ``predict(..., routing="auto")``;
         fill with ``routing.serve_router`` and ``routing.serve_model``."""
@@ -422,6 +425,8 @@ class FakeCloud:
             return self._bundle(match.group(1), request)
         if method == "POST" and (match := _UPLOAD_PATH.fullmatch(path)):
             return self._upload(device_id, match.group(1), body)
+        if (method, path) == ("POST", "/v1/coda/retrieve"):
+            return self.coda.handle(body)
         if (routed := self.routing.handle(method, path, body)) is not None:
             return routed
         return _error(404, "not_found", f"No route {method} {path} on this fake cloud.")

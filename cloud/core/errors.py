@@ -234,3 +234,30 @@ class NotEnoughObservations(Conflict):
     """Training asked of a router with too few observations to learn from."""
 
     code = "not_enough_observations"
+
+
+class PoolNotFound(NotFound):
+    code = "pool_not_found"
+
+
+class PoolNotReady(Conflict):
+    """A CoDA pool with no index snapshot yet (empty, or its first build is running)."""
+
+    code = "pool_not_ready"
+
+
+class EmbeddingMismatch(InvalidInput):
+    """An embedding whose length differs from the pool's ``dim``."""
+
+    code = "embedding_dim_mismatch"
+
+
+class RateLimited(TandemError):
+    """Too many calls from one caller: retry after the ``Retry-After`` header's seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.headers["Retry-After"] = str(max(1, retry_after_s))

@@ -132,6 +132,28 @@ class Settings(BaseSettings):
         description="onnxruntime execution providers in order, e.g. "
         '["CUDAExecutionProvider", "CPUExecutionProvider"].',
     )
+    # CoDA sample pools (cloud/coda/); see the README's "On-device learning with CoDA".
+    coda_exact_below: int = Field(
+        default=50_000,
+        ge=1,
+        le=100_000_000,
+        description="Pools smaller than this get an exact index; larger ones an HNSW graph.",
+    )
+    coda_index_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the index builder looks for samples other replicas ingested.",
+    )
+    coda_max_results: int = Field(
+        default=1000, ge=1, le=10_000, description="Most nearest samples one retrieval returns."
+    )
+    coda_retrieve_per_minute: float = Field(
+        default=30.0, gt=0, le=1_000_000, description="Retrievals a minute per device token."
+    )
+    coda_retrieve_burst: int = Field(
+        default=10, ge=1, le=100_000, description="Retrievals a device may make back to back."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -158,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def coda_dir(self) -> Path:
+        return self.data_dir / "coda"
 
     @property
     def key_dir(self) -> Path:

@@ -1,0 +1,1 @@
+"""CoDA: cloud sample pools that devices retrieve similar samples from for on-device learning."""
