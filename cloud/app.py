@@ -38,6 +38,7 @@ from cloud.devices.routes import router as device_router
 from cloud.events.routes import router as event_router
 from cloud.migrations import upgrade
 from cloud.ops.routes import router as ops_router
+from cloud.pipelines.routes import router as pipeline_router
 from cloud.registry.routes import router as registry_router
 from cloud.router.routes import router as routing_router
 from cloud.serving.fast_path import ServingFastPath
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blob_router,
         event_router,
         upload_router,
+        pipeline_router,
         serving_router,
         routing_router,
         coda_router,

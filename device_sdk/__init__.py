@@ -60,6 +60,7 @@ from device_sdk._learning import (
     train_head,
 )
 from device_sdk._outbox import Outbox, OutboxItem
+from device_sdk._pipelines import DevicePipelines
 from device_sdk._reconcile import ReconcileOutcome, Reconciler
 from device_sdk._records import CachedDesired, Identity, InstalledTask, VersionState
 from device_sdk._routing import RoutingAgent, RoutingConfig, RoutingNotConfigured
@@ -89,6 +90,7 @@ __all__ = [
     "Device",
     "DeviceAttributes",
     "DeviceInfo",
+    "DevicePipelines",
     "DeviceRevoked",
     "DeviceSDKError",
     "DeviceStatus",

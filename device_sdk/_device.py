@@ -23,6 +23,7 @@ from device_sdk._errors import IdentityMismatch, LocalStoreError, TaskNotInstall
 from device_sdk._events import DEFAULT_MAX_EVENTS, Event, EventLog, FeatureStore, FeaturesView
 from device_sdk._installer import Installer
 from device_sdk._outbox import Outbox
+from device_sdk._pipelines import DevicePipelines
 from device_sdk._reconcile import Reconciler
 from device_sdk._records import Identity, InstalledTask, VersionState
 from device_sdk._routing import RoutingAgent
@@ -137,6 +138,9 @@ class Device:
             on_change=self._bump,
         )
         self._runtime.on_failure(TaskErrorReporter(self.queue, interval_s=task_error_interval_s))
+        # The installed tasks' pipelines see each new event first, then the app's callbacks.
+        self._pipelines = DevicePipelines(self._runtime, self._reading)
+        self._event_listeners = (self._pipelines.on_event,)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -448,7 +452,10 @@ class Device:
             for v in versions
             if v.state is VersionState.active and v.path is not None
         }
-        return self._runtime.update(active)
+        changed = self._runtime.update(active)
+        if changed:
+            self._pipelines.update()
+        return changed
 
     def _notify(self) -> None:
         # Called from the sync threads after installs, rollbacks and connection changes.

@@ -41,6 +41,7 @@ from device_sdk._schedule import _Timer
 from device_sdk._task_calls import _Call, _Calls
 from device_sdk._task_context import TaskContext, TaskFailure, TaskOutput, TaskStats, Trigger
 from device_sdk._task_loader import _Version
+from device_sdk.wire import TaskManifest
 
 log = logging.getLogger("device_sdk.runtime")
 
@@ -69,7 +70,11 @@ class TaskRuntime:
         self.tasks_dir = tasks_dir
         self.runner = runner or ModelRunner()
         self._features: Mapping[str, Any] = (
-            MappingProxyType(features) if isinstance(features, dict) else features or _EMPTY
+            MappingProxyType(features)
+            if isinstance(features, dict)
+            else _EMPTY
+            if features is None
+            else features  # not `features or ...`: an empty live view is falsy, and kept
         )
         self._on_change = on_change or (lambda: None)
         # Replaced whole on update, never mutated: predict reads it without a lock.
@@ -111,6 +116,18 @@ class TaskRuntime:
     def versions(self) -> dict[str, int | None]:
         """``{task: version}`` of what runs now."""
         return {name: v.version for name, v in self._active.items()}
+
+    def manifests(self) -> dict[str, TaskManifest]:
+        """The manifest of each active task version that could be read (the pipelines
+        build from their ``pipeline`` specs)."""
+        return {name: v.manifest for name, v in self._active.items() if v.manifest is not None}
+
+    def report(self, task: str, error: BaseException) -> None:
+        """Record ``error`` as a failure of the active ``task`` (trigger ``event``), e.g.
+        its pipeline spec cannot run: counted in its stats, and told to ``on_failure``."""
+        version = self._active.get(task)
+        if version is not None:
+            self._calls.record(version, error, trigger="event")
 
     def stats(self) -> dict[str, TaskStats]:
         """Each active task's :class:`TaskStats`."""

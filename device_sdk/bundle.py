@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from device_sdk._errors import InvalidBundle, InvalidSignature
 from device_sdk.wire import MANIFEST_NAME, FileDigest, TaskManifest
+from pipelines import problems_of
 
 MAX_BUNDLE_FILES = 1000
 _SKIPPED = {"__pycache__", ".DS_Store"}
@@ -87,6 +88,7 @@ def pack(directory: Path) -> tuple[TaskManifest, bytes]:
     except ValidationError as exc:
         raise InvalidBundle(f"{directory / MANIFEST_NAME} is invalid: {_problems(exc)}") from exc
     check_references(manifest)
+    check_pipeline(manifest)
     return manifest, build(manifest, files)
 
 
@@ -98,6 +100,20 @@ def check_references(manifest: TaskManifest) -> None:
     if missing:
         raise InvalidBundle(
             f"Task {manifest.name!r} refers to files it does not contain: {', '.join(missing)}."
+        )
+
+
+def check_pipeline(manifest: TaskManifest) -> None:
+    """A manifest's pipeline spec must be valid, as the cloud refuses to publish it
+    otherwise: :class:`InvalidBundle` names every bad path (``pipeline.stages[2]...``)."""
+    if manifest.pipeline is None:
+        return
+    problems = problems_of(manifest.pipeline)
+    if problems:
+        raise InvalidBundle(
+            f"Task {manifest.name!r} version {manifest.version}: the manifest's pipeline is "
+            f"invalid: {'; '.join(f'pipeline.{p}' for p in problems)}. Fix manifest.json and "
+            "pack again."
         )
 
 

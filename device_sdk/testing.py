@@ -281,12 +281,14 @@ class FakeCloud:
         """Publish a task directory or packed bundle bytes and return its version.
 
         As the cloud does: the bundle is checked (``InvalidBundle`` if it is not a valid
-        one) and its manifest signed with the platform key. Versions are immutable: a
+        one, or its pipeline spec is not, every bad path named) and its manifest signed
+        with the platform key. Versions are immutable: a
         version published before raises ``ValueError``, unless it is the same bundle.
         """
         if isinstance(task, bytes):
             data = task
             manifest = bundle.read(data).manifest
+            bundle.check_pipeline(manifest)  # the cloud refuses an invalid pipeline too
         else:
             manifest, data = bundle.pack(Path(task))
         with self._lock:

@@ -236,6 +236,19 @@ class NotEnoughObservations(Conflict):
     code = "not_enough_observations"
 
 
+class InvalidPipelineSpec(InvalidInput):
+    """A pipeline spec (sent to run, or in a task manifest) that does not validate;
+    ``details`` lists every problem as ``path: what``."""
+
+    code = "invalid_pipeline_spec"
+
+
+class PipelineInputTooLarge(InvalidInput):
+    """A pipeline run over more events than one request may process."""
+
+    code = "pipeline_input_too_large"
+
+
 class PoolNotFound(NotFound):
     code = "pool_not_found"
 

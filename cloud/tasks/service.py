@@ -18,6 +18,7 @@ from cloud.core.blobstore import BlobStore, InvalidDigest, is_sha256
 from cloud.core.db import Database
 from cloud.core.errors import (
     BlobNotFound,
+    InvalidPipelineSpec,
     InvalidTaskBundle,
     TaskNotFound,
     TaskVersionExists,
@@ -29,6 +30,7 @@ from cloud.tasks.schemas import TaskSummary, TaskVersionOut
 from cloud.tasks.tables import TaskVersionRow
 from device_sdk import InvalidBundle, bundle
 from device_sdk.wire import TaskManifest
+from pipelines import problems_of as pipeline_problems
 
 BUNDLE_MEDIA_TYPE = "application/gzip"
 _GUNZIP_CHUNK = 1 << 20
@@ -93,9 +95,19 @@ def publish_task(
 
 def _read_bundle(data: bytes, max_unpacked_bytes: int) -> TaskManifest:
     try:
-        return bundle.read(data, max_unpacked_bytes=max_unpacked_bytes).manifest
+        manifest = bundle.read(data, max_unpacked_bytes=max_unpacked_bytes).manifest
     except InvalidBundle as exc:
         raise InvalidTaskBundle(str(exc)) from exc
+    if manifest.pipeline is not None:
+        # Devices would disable an invalid pipeline; refuse it here, every problem named.
+        problems = pipeline_problems(manifest.pipeline)
+        if problems:
+            raise InvalidPipelineSpec(
+                f"Task {manifest.name!r} version {manifest.version}: the manifest's pipeline "
+                f"is invalid: {'; '.join(problems)}. Fix manifest.json and publish again.",
+                details=[f"pipeline.{problem}" for problem in problems],
+            )
+    return manifest
 
 
 def _refuse_published(session: Session, name: str, version: int) -> None:

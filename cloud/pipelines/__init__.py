@@ -1,0 +1,1 @@
+"""Running pipeline specs in the cloud: the device's pipelines over uploaded event batches."""

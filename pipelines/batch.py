@@ -1,0 +1,92 @@
+"""The batch path, compiled: :meth:`Engine.feed_many <pipelines.engine.Engine.feed_many>`.
+
+One function takes a batch of events through the engine: the per-event bookkeeping of
+:meth:`~pipelines.engine.Engine.feed` (the event check, dedupe by id, event time, the
+negation deadlines) done inline for every event that needs no clock decision, and the
+walk of the stages after it; where the walk is only filters in front of one group (the
+usual shape), that group's ``feed`` body is inlined into the loop too (see
+:func:`pipelines.codegen.feed_lines`), so an event costs no Python call at all unless it
+matches a pattern that fires or waits.
+
+Any event the fast path does not decide (the first one, a duplicate id, a timestamp too
+far ahead, one older than the largest lateness) goes through ``Engine.feed`` itself, with
+event time and the sequence number handed over and back, so the outputs are exactly
+those of ``feed`` on each event (``tests/pipelines/test_batch.py`` checks it on hostile
+streams). Like everything in :mod:`pipelines.codegen`, no value from a spec enters the
+generated text: the engine's state and the walks are bound as names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pipelines.codegen import Source, feed_lines
+from pipelines.events import BadEvent, Event, as_event
+
+Batch = Callable[[Iterable[object]], list[Any]]
+
+
+def compile_batch(engine: Any, fused: tuple[Any, Sequence[Any]] | None) -> Batch:
+    """``feed_many(events) -> firings`` of ``engine``; ``fused`` is the one group, and
+    the filters in front of it, that the single walk amounts to (None: call the walks)."""
+    src = Source()
+    e, stats, feed = src.const(engine), src.const(engine.stats), src.const(engine.feed)
+    seen, order = src.const(engine._seen), src.const(engine._seen_order)
+    max_seen, jump = src.const(engine._max_seen), src.const(engine._jump)
+    max_lateness, timers = src.const(engine._max_lateness), src.const(engine._timers)
+    src.ns.update(Event=Event, BadEvent=BadEvent, as_event=as_event)
+    src.add(0, "def feed_many(events):")
+    src.add(1, "out = []")
+    # Event time, the sequence number and whether the clock guard counts anything, in
+    # locals; written back before (and read again after) each fallback to feed().
+    src.add(1, f"max_ts, seq = {e}._max_ts, {e}._seq")
+    src.add(1, f"guard = bool({e}._ahead or {e}._behind)")
+    src.add(1, "done = 0")
+    src.add(1, "try:")
+    src.add(2, "for ev in events:")
+    src.add(3, "if type(ev) is not Event:")
+    src.add(4, "try:")
+    src.add(5, "ev = as_event(ev)")
+    src.add(4, "except BadEvent:")
+    src.add(5, f"{stats}.invalid += 1")
+    src.add(5, "continue")
+    src.add(3, "ident = ev.id")
+    src.add(3, "ts = ev.ts")
+    src.add(3, f"if (max_ts is None or ident in {seen} or ts > max_ts + {jump}")
+    src.add(5, f"or ts < max_ts - {max_lateness}):")
+    src.add(4, f"{e}._max_ts, {e}._seq = max_ts, seq")
+    src.add(4, f"out += {feed}(ev)")
+    src.add(4, f"max_ts, seq, guard = {e}._max_ts, {e}._seq, True")
+    src.add(4, "continue")
+    src.add(3, "if ts > max_ts:")
+    src.add(4, "max_ts = ts")
+    src.add(4, f"for lateness, patterns in {timers}:")
+    src.add(5, "deadlines = patterns.deadlines")
+    src.add(5, "if deadlines and deadlines[0][0] < ts - lateness:")
+    src.add(6, "patterns.expire(ts - lateness, out)")
+    src.add(3, "if guard:")
+    src.add(4, f"{e}._ahead = {e}._behind = 0")
+    src.add(4, "guard = False")
+    src.add(3, f"{seen}.add(ident)")
+    src.add(3, f"{order}.append(ident)")
+    src.add(3, f"if len({order}) > {max_seen}:")
+    src.add(4, f"{seen}.discard({order}.popleft())")
+    src.add(3, "seq += 1")
+    # ts >= max_ts - max_lateness: the walk of the largest lateness takes the event.
+    src.add(3, "done += 1")
+    if fused is not None:
+        group, filters = fused
+        src.offset = 2
+        feed_lines(src, group, filters, "continue")
+        src.offset = 0
+    else:
+        src.add(3, f"for lateness, walk in {src.const(engine._walks)}:")
+        src.add(4, "if ts >= max_ts - lateness:")
+        src.add(5, "walk(ev, seq, out)")
+    src.add(1, "finally:")
+    src.add(2, f"{e}._max_ts, {e}._seq = max_ts, seq")
+    src.add(2, f"{stats}.events += done")
+    src.add(1, "return out")
+    batch: Batch = src.build("feed_many", "batch")
+    return batch
