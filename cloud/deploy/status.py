@@ -153,7 +153,9 @@ def _deployment_for(
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(TaskStatusRow)
+    # The table, not the mapped class: a Core executemany, without the ORM's bulk-insert
+    # bookkeeping (a release writes thousands of these within a second).
+    statement = insert(TaskStatusRow.__table__)  # type: ignore[arg-type]  # a Table
     updated = {
         column: statement.excluded[column]
         for column in ("deployment_id", "stage", "state", "reason", "updated_at")
