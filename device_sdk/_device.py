@@ -113,6 +113,7 @@ class Device:
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._lifecycle = threading.Lock()
         self._store_lock = threading.RLock()
+        self._tracking = threading.RLock()  # re-entrant: a callback may track in turn
         self._store: DeviceStore | None = None
         self._client: CloudClient | None = None
         self._agent: SyncAgent | None = None
@@ -315,20 +316,25 @@ class Device:
         else: a callback's exception is logged, and so is a store that cannot be written
         (the callbacks still get the event). Events stay on the device; to upload them,
         queue them yourself: ``device.queue("events", {"events": [e.to_json(), ...]})``.
-        Works whether or not the device is started.
+        Works whether or not the device is started. Calls from several threads are taken
+        one at a time, so the pipelines see events in the order of their ``ts``.
         """
-        try:
-            with self._reading() as store:
-                event, new = EventLog(store, max_events=self._max_events).append(type, attrs)
-        except (sqlite3.Error, OSError, LocalStoreError) as exc:
-            log.error("event %r could not be stored: %r", type, exc)
-            event, new = EventLog.make(type, attrs), True
-        if new:  # a repeated id was handed on when it was first recorded
-            for listener in self._event_listeners:
-                try:
-                    listener(event)
-                except Exception:  # a listener's bug must not reach the app's thread
-                    log.exception("on_event callback failed for an event of type %r", type)
+        # Stamping, storing and handing on happen under one lock: two threads tracking at
+        # once would otherwise hand the pipelines an older event after a newer one, and a
+        # pipeline in event time drops what comes in behind its watermark.
+        with self._tracking:
+            try:
+                with self._reading() as store:
+                    event, new = EventLog(store, max_events=self._max_events).append(type, attrs)
+            except (sqlite3.Error, OSError, LocalStoreError) as exc:
+                log.error("event %r could not be stored: %r", type, exc)
+                event, new = EventLog.make(type, attrs), True
+            if new:  # a repeated id was handed on when it was first recorded
+                for listener in self._event_listeners:
+                    try:
+                        listener(event)
+                    except Exception:  # a listener's bug must not reach the app's thread
+                        log.exception("on_event callback failed for an event of type %r", type)
         return event
 
     def on_event(self, callback: Callable[[Event], None]) -> Callable[[Event], None]:
