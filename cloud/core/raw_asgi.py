@@ -49,6 +49,28 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
+async def read_body(receive: Receive, declared: int) -> tuple[bytes | None, list[Message]]:
+    """The body when it arrives whole and exactly as long as ``declared`` (a Content-Length
+    the caller has already bounded); else None. Either way, the messages consumed, for
+    :func:`replay`."""
+    chunks: list[bytes] = []
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages  # the client went away
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > declared:
+            return None, messages
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return (b"".join(chunks), messages) if size == declared else (None, messages)
+
+
 def replay(messages: list[Message], receive: Receive) -> Receive:
     """A ``receive`` that hands the full path the messages a fast path already consumed."""
     pending = list(messages)

@@ -26,13 +26,13 @@ from pydantic import ValidationError
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Dialect
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud.blobs.routes import IMMUTABLE
 from cloud.core.context import CloudContext
 from cloud.core.errors import TandemError
 from cloud.core.handlers import tandem_error_response
-from cloud.core.raw_asgi import RouteTemplate, cached_device, replay, respond
+from cloud.core.raw_asgi import RouteTemplate, cached_device, read_body, replay, respond
 from cloud.deploy import desired
 from cloud.deploy.rollout import apply_gates
 from cloud.deploy.status_writer import StatusWriter
@@ -189,23 +189,11 @@ class DeviceFastPath:
         declared = headers.get(b"content-length", b"")
         if not declared.isdigit() or int(declared) > MAX_STATUS_BODY:
             return False, receive
-        chunks: list[bytes] = []
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return False, replay(messages, receive)  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_STATUS_BODY:
-                return False, replay(messages, receive)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        data, messages = await read_body(receive, int(declared))
+        if data is None:
+            return False, replay(messages, receive)
         try:
-            body = StatusReports.model_validate_json(b"".join(chunks))
+            body = StatusReports.model_validate_json(data)
         except ValidationError:
             return False, replay(messages, receive)  # the full path words the 422
         try:

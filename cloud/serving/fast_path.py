@@ -20,13 +20,13 @@ import re
 from collections.abc import Callable
 
 from prometheus_client import Counter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud.core.context import CloudContext
 from cloud.core.db import INT32_MAX
 from cloud.core.errors import TandemError
 from cloud.core.handlers import error_response, tandem_error_response
-from cloud.core.raw_asgi import RouteTemplate, cached_device, replay, respond
+from cloud.core.raw_asgi import RouteTemplate, cached_device, read_body, replay, respond
 from cloud.serving import codec
 from cloud.serving.exchange import answer
 from cloud.serving.service import ServingPool
@@ -101,7 +101,7 @@ class ServingFastPath:
             )
         except TandemError:
             return False, receive  # the full path words the 415 or 406
-        body, messages = await _read(receive, int(declared))
+        body, messages = await read_body(receive, int(declared))
         if body is None:
             return False, replay(messages, receive)
         if name is None:
@@ -134,23 +134,3 @@ class ServingFastPath:
         extra = [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
         await respond(send, 200, result.body, result.media_type.encode(), extra)
         return True, receive
-
-
-async def _read(receive: Receive, declared: int) -> tuple[bytes | None, list[Message]]:
-    """The body when it arrives whole and as long as declared; else None and what was read."""
-    chunks: list[bytes] = []
-    messages: list[Message] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return None, messages  # the client went away
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > declared:
-            return None, messages
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return (b"".join(chunks), messages) if size == declared else (None, messages)
