@@ -67,14 +67,29 @@ class HttpMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        # Counted in a plain integer the event loop owns and read at scrape time: a locked
+        # increment and decrement per request showed in release profiles.
+        self.handling = 0
         self.in_flight = Gauge(
             "tandem_http_requests_in_flight", "Requests being handled now.", registry=self.registry
         )
+        self.in_flight.set_function(lambda: self.handling)
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.device_streams = Gauge(
             "tandem_device_streams_open",
             "Device event streams open on this replica.",
             registry=self.registry,
         )
+
+    def observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        """Count a request and its latency; the labelled children are looked up once."""
+        key = (method, route, str(status))
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(method, route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
 
 
 def _route_template(scope: Scope) -> str:
@@ -118,16 +133,15 @@ class ObservabilityMiddleware:
                 ]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.metrics.handling += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.handling -= 1
             route = _route_template(scope)
             elapsed = first_byte if first_byte is not None else time.perf_counter() - started
             method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(elapsed)
+            self.metrics.observe(method, route, status, elapsed)
             if self.log_requests:
                 log.info(
                     "request",

@@ -26,13 +26,21 @@ class RouteTemplate:
     path: str
 
 
-def cached_device(context: CloudContext, headers: dict[bytes, bytes]) -> DevicePrincipal | None:
-    """The calling device, if its bearer token is well formed and in the cache."""
+def cached_token_hash(headers: dict[bytes, bytes]) -> str | None:
+    """The hash of the request's bearer token, if one is there and well formed."""
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > 512:
         return None
-    principal = context.auth_cache.get(hash_token(token))
+    return hash_token(token)
+
+
+def cached_device(context: CloudContext, headers: dict[bytes, bytes]) -> DevicePrincipal | None:
+    """The calling device, if its bearer token is well formed and in the cache."""
+    token_hash = cached_token_hash(headers)
+    if token_hash is None:
+        return None
+    principal = context.auth_cache.get(token_hash)
     return principal if isinstance(principal, DevicePrincipal) else None
 
 

@@ -52,9 +52,11 @@ async def relay(
             if pending is None:
                 pending = asyncio.ensure_future(anext(messages))
             done, _ = await asyncio.wait({pending}, timeout=heartbeat_s)
-            if await is_disconnected():
-                return
             if not done:
+                # Asked only when idle: a gone client also fails the next send, and asking
+                # on every message cost a release of thousands of nudges a receive each.
+                if await is_disconnected():
+                    return
                 yield comment("heartbeat")
                 continue
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
@@ -59,9 +60,16 @@ async def report_status(
     return StatusAccepted(accepted=len(body.reports))
 
 
-def _render(message: Message) -> bytes | None:
+def render_nudge(message: Message) -> bytes | None:
+    """The SSE frame of a nudge from the broker; None for a message that is not one."""
+    return _nudge_frame(message.data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _nudge_frame(data: bytes) -> bytes | None:
+    # A release sends thousands of devices the same few revisions: render each once.
     try:
-        nudge = Nudge.model_validate_json(message.data)
+        nudge = Nudge.model_validate_json(data)
     except ValueError:
         return None
     return frame(nudge.model_dump_json(), event="desired", event_id=str(nudge.desired_rev))
@@ -101,7 +109,7 @@ async def event_stream(
                 )
             async for chunk in relay(
                 subscription,
-                _render,
+                render_nudge,
                 heartbeat_s=context.settings.stream_heartbeat_s,
                 is_disconnected=request.is_disconnected,
                 ends=lambda message: message.data == CLOSE,

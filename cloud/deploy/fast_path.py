@@ -17,23 +17,34 @@ same either way, and a test holds them equal.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.engine import Dialect
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cloud.auth.principal import DevicePrincipal
 from cloud.blobs.routes import IMMUTABLE
 from cloud.core.context import CloudContext
 from cloud.core.errors import TandemError
 from cloud.core.handlers import tandem_error_response
-from cloud.core.raw_asgi import RouteTemplate, cached_device, read_body, replay, respond
+from cloud.core.raw_asgi import (
+    RouteTemplate,
+    cached_device,
+    cached_token_hash,
+    read_body,
+    replay,
+    respond,
+)
 from cloud.deploy import desired
+from cloud.deploy.fast_stream import serve_stream
 from cloud.deploy.rollout import apply_gates
 from cloud.deploy.status_writer import StatusWriter
 from cloud.deploy.tables import DeviceTaskRow
@@ -46,17 +57,44 @@ log = logging.getLogger("tandem.deploy.fast_path")
 
 DESIRED = "/v1/devices/me/desired"
 STATUS = "/v1/devices/me/status"
+STREAM = "/v1/devices/me/stream"
 BUNDLES = "/v1/bundles/"
 MAX_STATUS_BODY = 64 * 1024  # a larger report batch takes the full path
 MAX_INLINE_BUNDLE = 1 << 20  # a larger bundle is streamed by the full path
+MAX_CACHED_BUNDLE_BYTES = 32 << 20  # small bundles kept in memory, least recently used out
 _HEX = frozenset("0123456789abcdef")
 
 
 _ROUTES = {
     DESIRED: RouteTemplate(DESIRED),
     STATUS: RouteTemplate(STATUS),
+    STREAM: RouteTemplate(STREAM),
     BUNDLES: RouteTemplate("/v1/bundles/{sha256}"),
 }
+
+
+class BundleCache:
+    """Bundle bytes by digest, least recently used evicted past ``max_bytes`` in all."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, sha256: str) -> bytes | None:
+        data = self._items.get(sha256)
+        if data is not None:
+            self._items.move_to_end(sha256)
+        return data
+
+    def put(self, sha256: str, data: bytes) -> None:
+        if len(data) > self.max_bytes or sha256 in self._items:
+            return
+        self._items[sha256] = data
+        self.size += len(data)
+        while self.size > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self.size -= len(evicted)
 
 
 def _desired_statement(dialect: Dialect) -> tuple[str, bool]:
@@ -90,6 +128,11 @@ class DeviceFastPath:
         self.inline_db = context.db.engine.dialect.name == "sqlite"
         self.sql, self.positional = _desired_statement(context.db.engine.dialect)
         self._rendering = asyncio.Lock()
+        # SQLite only: one connection of the event loop's own, outside the pool. Checking a
+        # connection out of the pool and back in cost more than the indexed read itself.
+        self._reader: Any = None
+        event.listen(context.db.engine, "engine_disposed", lambda _engine: self.close())
+        self._bundles = BundleCache(MAX_CACHED_BUNDLE_BYTES)
         self.answered = Counter(
             "tandem_fast_path_requests_total",
             "Device requests answered by the fast path (the rest go through the full app).",
@@ -103,6 +146,9 @@ class DeviceFastPath:
             if method == "GET" and path == DESIRED:
                 if await self._desired(scope, send):
                     return self._count(scope, DESIRED)
+            elif method == "GET" and path == STREAM:
+                if await self._stream(scope, receive, send):
+                    return self._count(scope, STREAM)
             elif method == "POST" and path == STATUS:
                 handled, receive = await self._status(scope, receive, send)
                 if handled:
@@ -118,6 +164,29 @@ class DeviceFastPath:
     def _count(self, scope: Scope, route: str) -> None:
         scope["route"] = _ROUTES[route]
         self.answered.labels(_ROUTES[route].path).inc()
+
+    def _inline_rows(self, seq: int) -> list[tuple[Any, ...]]:
+        """The desired-state rows through the loop's own SQLite connection (autocommit:
+        each read sees the latest commit)."""
+        if self._reader is None:
+            reader = self.context.db.engine.raw_connection()
+            reader.detach()  # closed by us, never returned to the pool
+            self._reader = reader
+        try:
+            cursor = self._reader.cursor()
+            cursor.execute(self.sql, (seq,) if self.positional else {"seq": seq})
+            rows = list(cursor.fetchall())
+            cursor.close()
+            return rows
+        except Exception:
+            self.close()  # a broken connection is replaced on the next request
+            raise
+
+    def close(self) -> None:
+        """Close the loop's own SQLite connection, if one was opened."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def _desired_rows(self, seq: int) -> list[tuple[Any, ...]]:
         connection = self.context.db.engine.raw_connection()
@@ -138,7 +207,7 @@ class DeviceFastPath:
         if self.inline_db:
             # An indexed read of a local file, without a transaction: shorter than the hop
             # to a worker thread and back.
-            rows = self._desired_rows(device.seq)
+            rows = self._inline_rows(device.seq)
         else:
             rows = await run_in_threadpool(self._desired_rows, device.seq)
         if not rows:
@@ -163,6 +232,23 @@ class DeviceFastPath:
         body = f'{{"rev":{rows[0][0]},"tasks":[{",".join(tasks)}]}}'.encode()
         await respond(send, 200, body, b"application/json", out)
         return True
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        headers = dict(scope["headers"])
+        token_hash = cached_token_hash(headers)
+        device = self.context.auth_cache.get(token_hash) if token_hash else None
+        if token_hash is None or not isinstance(device, DevicePrincipal):
+            return False
+        return await serve_stream(
+            self.context, device, token_hash, headers, self._current_rev, receive, send
+        )
+
+    async def _current_rev(self, seq: int) -> int | None:
+        if self.inline_db:
+            rows = self._inline_rows(seq)
+        else:
+            rows = await run_in_threadpool(self._desired_rows, seq)
+        return int(rows[0][0]) if rows else None
 
     async def _render(
         self, deployment_id: int, version_id: int, sha256: str, signature: str
@@ -215,13 +301,19 @@ class DeviceFastPath:
         device = cached_device(self.context, headers)
         if device is None or (device.seq, sha256) not in self.context.readable_bundles:
             return False  # the full path checks the device may read it, then remembers
-        try:
-            path = self.context.blobs.path_for(sha256)
-            if path.stat().st_size > MAX_INLINE_BUNDLE:
+        data = self._bundles.get(sha256)
+        if data is None:
+            try:
+                path = self.context.blobs.path_for(sha256)
+                if path.stat().st_size > MAX_INLINE_BUNDLE:
+                    return False
+                data = path.read_bytes()
+            except OSError:
                 return False
-            data = path.read_bytes()
-        except OSError:
-            return False
+            # Content-addressed and immutable: what was read once is the bundle for good.
+            if hashlib.sha256(data).hexdigest() != sha256:
+                return False  # a damaged blob: the full path says so
+            self._bundles.put(sha256, data)
         out = [
             (b"etag", f'"{sha256}"'.encode()),
             (b"cache-control", IMMUTABLE.encode()),

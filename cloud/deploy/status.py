@@ -6,12 +6,14 @@ one upsert for any number of devices, rather than several round trips per report
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from cloud.auth.principal import DevicePrincipal
 from cloud.core.db import utcnow
@@ -150,8 +152,8 @@ def _deployment_for(
     return row if row is not None and row.task_version_id == version_id else None
 
 
-def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    dialect = session.get_bind().dialect.name
+@functools.cache
+def _upsert_statement(dialect: str) -> Executable:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # The table, not the mapped class: a Core executemany, without the ORM's bulk-insert
     # bookkeeping (a release writes thousands of these within a second).
@@ -160,12 +162,13 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
         column: statement.excluded[column]
         for column in ("deployment_id", "stage", "state", "reason", "updated_at")
     }
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["device_seq", "task_name", "version"], set_=updated
-        ),
-        rows,
+    return statement.on_conflict_do_update(
+        index_elements=["device_seq", "task_name", "version"], set_=updated
     )
+
+
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.execute(_upsert_statement(session.get_bind().dialect.name), rows)
 
 
 def record(session: Session, device: DevicePrincipal, reports: Sequence[StatusReport]) -> set[int]:

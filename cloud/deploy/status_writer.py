@@ -33,7 +33,7 @@ class _Pending:
 
 
 class StatusWriter:
-    def __init__(self, db: Database, *, max_batch: int = 500, max_wait_s: float = 0.005) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 500, max_wait_s: float = 0.02) -> None:
         self.db = db
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s

@@ -13,6 +13,7 @@ from httpx import Response
 
 from cloud.app import create_app
 from cloud.core.settings import Settings
+from cloud.deploy.fast_path import BundleCache
 from tests.cloud.deploy.deploy_factories import deploy, publish
 from tests.factories import ADMIN, changed, device_headers, register_device
 
@@ -173,3 +174,46 @@ def test_removed_device_is_refused_at_once(
     assert fast.delete(f"/v1/devices/{device['device_id']}", headers=ADMIN).status_code == 204
     answer = fast.get("/v1/devices/me/desired", headers=device_headers(device))
     assert answer.status_code == 401
+
+
+def test_desired_state_read_inline_sees_each_new_release(
+    apps: tuple[TestClient, TestClient], tmp_path: Path
+) -> None:
+    """The fast path's own database connection reads every commit made after it opened."""
+    fast, _slow = apps
+    device, _task = released(apps, tmp_path)
+    headers = device_headers(device)
+    first = fast.get("/v1/devices/me/desired", headers=headers).json()
+    publish(fast, tmp_path, version=2)
+    deploy(fast, version=2)
+    second = fast.get("/v1/devices/me/desired", headers=headers).json()
+    assert second["rev"] > first["rev"]
+    assert [t["version"] for t in second["tasks"]] == [2]
+
+
+def test_bundle_cache_evicts_the_least_recently_used_past_its_size() -> None:
+    """The in-memory bundle cache keeps at most its byte budget, dropping the oldest use."""
+    cache = BundleCache(max_bytes=10)
+    cache.put("a", b"1234")
+    cache.put("b", b"5678")
+    assert cache.get("a") == b"1234"  # "a" is now the most recently used
+    cache.put("c", b"90ab")
+    assert cache.get("b") is None
+    assert cache.get("a") == b"1234"
+    assert cache.get("c") == b"90ab"
+    assert cache.size == 8
+    cache.put("huge", b"x" * 11)
+    assert cache.get("huge") is None
+
+
+def test_damaged_bundle_blob_is_not_served_by_the_fast_path(
+    apps: tuple[TestClient, TestClient], tmp_path: Path, settings: Settings
+) -> None:
+    """A blob whose bytes no longer match its digest goes to the full path, never cached."""
+    fast, _slow = apps
+    device, task = released(apps, tmp_path)
+    blobs = list(settings.data_dir.rglob(task["bundle_sha256"]))
+    assert blobs, "the bundle's blob file"
+    blobs[0].write_bytes(b"tampered")
+    fast.get(f"/v1/bundles/{task['bundle_sha256']}", headers=device_headers(device))
+    assert answered_fast(fast, "/v1/bundles/{sha256}") == 0
