@@ -20,7 +20,6 @@ from device_sdk._coda import (
 )
 from device_sdk._coda_fake import FakePools
 from device_sdk._coda_task import CodaLearner, learner_for, register_learner
-from device_sdk._coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
 from device_sdk._device import Device, DeviceStatus
 from device_sdk._edge_router import EdgeRouter, LocalDecision
 from device_sdk._errors import (
@@ -73,6 +72,7 @@ from device_sdk._sync import SyncAgent
 from device_sdk._task_context import TaskContext, TaskFailure, TaskOutput, TaskStats
 from device_sdk._task_errors import TaskErrorReporter, task_error_report
 from device_sdk._uploader import Uploader
+from device_sdk.coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
 from device_sdk.wire import DeviceAttributes, DeviceInfo, RegisterDeviceResponse, TaskErrorReport
 
 __all__ = [

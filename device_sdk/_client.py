@@ -23,7 +23,6 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from device_sdk._coda_wire import RetrieveRequest, RetrieveResponse
 from device_sdk._errors import (
     CloudError,
     CloudRejected,
@@ -36,6 +35,7 @@ from device_sdk._errors import (
 )
 from device_sdk._event_stream import EventStream
 from device_sdk._outbox import OutboxItem
+from device_sdk.coda_wire import RetrieveRequest, RetrieveResponse
 from device_sdk.router_wire import DecisionReceipt, DecisionReport, RouterExport
 from device_sdk.wire import (
     DesiredState,

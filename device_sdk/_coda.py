@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from device_sdk._coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
 from device_sdk._learning import (
     ActivationCache,
     Backbone,
@@ -32,6 +31,7 @@ from device_sdk._learning import (
     log_loss,
     train_head,
 )
+from device_sdk.coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
 
 if TYPE_CHECKING:  # numpy loads on first use: `import device_sdk` stays light
     import numpy as np

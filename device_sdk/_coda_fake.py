@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from device_sdk._coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
+from device_sdk.coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
 
 
 class FakePools:

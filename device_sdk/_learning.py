@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # numpy and onnxruntime load on first use: `import device_sdk
     from numpy.typing import NDArray
 
     Arrays = Mapping[str, NDArray[Any]]
-    ActivationSource = Callable[[NDArray[np.int64]], NDArray[np.float32]]
+    # The activations of the samples at ``rows`` (a slice of the training set).
+    ActivationSource = Callable[[slice], NDArray[np.float32]]
 
 ACTIVATION = "activation"
 EMBEDDING = "embedding"
@@ -103,6 +104,9 @@ class ActivationCache:
         self.max_rows = max_rows
         self._index: dict[str, int] = {}
         self._matrix: NDArray[np.float32] | None = None
+        # Rows of the matrix in use: a key cached by two threads at once may take two rows,
+        # so this can exceed len(self._index); new rows always go after these.
+        self._used = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -116,7 +120,7 @@ class ActivationCache:
         with self._lock:
             if self._matrix is None:
                 return 0
-            return int(len(self._index) * self._matrix.shape[1] * self._matrix.itemsize)
+            return int(self._used * self._matrix.shape[1] * self._matrix.itemsize)
 
     def slots(self, keys: Sequence[str], inputs: Arrays) -> NDArray[np.int64]:
         """The cache row of each key (-1: not cacheable), running the backbone on the rows
@@ -124,57 +128,78 @@ class ActivationCache:
         import numpy as np
 
         with self._lock:
-            found = np.fromiter(map(self._index.get, keys, repeat(-1)), np.int64, len(keys))
+            if self._index:
+                found = np.fromiter(map(self._index.get, keys, repeat(-1)), np.int64, len(keys))
+            else:  # an empty cache, as on a round's first batch: no key to look up
+                found = np.full(len(keys), -1, np.int64)
         missing = np.flatnonzero(found < 0)
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         if len(missing) == 0:
             return found
-        computed = self.backbone.activations({k: v[missing] for k, v in inputs.items()})
+        if len(missing) == len(keys):
+            computed = self.backbone.activations(inputs)
+        else:
+            computed = self.backbone.activations({k: v[missing] for k, v in inputs.items()})
         with self._lock:
             index = self._index
-            new_keys = (
-                list(keys) if len(missing) == len(keys) else [keys[p] for p in missing.tolist()]
-            )
-            if len(set(new_keys)) == len(new_keys) and len(index) + len(new_keys) <= self.max_rows:
+            new_keys = keys if len(missing) == len(keys) else [keys[p] for p in missing.tolist()]
+            count, start = len(new_keys), self._used
+            placed = dict(zip(new_keys, range(start, start + count), strict=True))
+            if len(placed) == count and start + count <= self.max_rows:
                 # The usual case, distinct new keys with room for all: one block copy.
-                start = self._reserve(len(new_keys), computed.shape[1])
+                self._take(count, computed.shape[1])
                 assert self._matrix is not None
-                self._matrix[start : start + len(new_keys)] = computed
-                index.update(zip(new_keys, range(start, start + len(new_keys)), strict=True))
-                found[missing] = np.arange(start, start + len(new_keys))
+                self._matrix[start : start + count] = computed
+                if index:
+                    index.update(placed)
+                else:
+                    self._index = placed
+                found[missing] = np.arange(start, start + count)
                 return found
             fresh: dict[str, int] = {}  # new key -> its row in ``computed``
             for row, position in enumerate(missing.tolist()):
                 key = keys[position]
                 if key not in index and key not in fresh:
                     fresh[key] = row
-            room = max(0, min(len(fresh), self.max_rows - len(index)))
+            room = max(0, min(len(fresh), self.max_rows - self._used))
             if room:
                 stored = list(fresh.items())[:room]
-                start = self._reserve(room, computed.shape[1])
+                start = self._take(room, computed.shape[1])
                 assert self._matrix is not None
                 self._matrix[start : start + room] = computed[[row for _, row in stored]]
                 index.update((key, start + i) for i, (key, _) in enumerate(stored))
             found[missing] = [index.get(keys[p], -1) for p in missing.tolist()]
         return found
 
-    def _reserve(self, count: int, width: int) -> int:
-        """Make room for ``count`` more rows; returns the first new row."""
+    def _take(self, count: int, width: int) -> int:
+        """Take ``count`` more rows of the matrix (grown when full); returns the first."""
         import numpy as np
 
-        size = len(self._index)
+        size = self._used
         if self._matrix is None or size + count > self._matrix.shape[0]:
             capacity = min(max(2 * (size + count), 64), self.max_rows)
             grown = np.empty((capacity, width), np.float32)
             if self._matrix is not None:
                 grown[:size] = self._matrix[:size]
             self._matrix = grown
+        self._used = size + count
         return size
 
     def rows(self, slots: NDArray[np.int64]) -> NDArray[np.float32]:
-        """The cached activations at ``slots`` (all >= 0)."""
+        """The cached activations at ``slots`` (all >= 0). When the slots are one run of
+        consecutive rows (samples first cached together, in order), a read-only view of
+        the cache rather than a copy: a cached row never changes, nor moves out of a view
+        (growing the cache copies it to a new matrix and leaves the old one to its views)."""
+        import numpy as np
+
         assert self._matrix is not None
+        count = len(slots)
+        if count and slots[-1] - slots[0] == count - 1 and (np.diff(slots) == 1).all():
+            first = int(slots[0])
+            view = self._matrix[first : first + count]
+            view.flags.writeable = False
+            return view
         return self._matrix[slots]
 
     def activations(self, keys: Sequence[str], inputs: Arrays) -> NDArray[np.float32]:
@@ -228,22 +253,26 @@ def backbone_source(backbone: Backbone, inputs: Arrays) -> ActivationSource:
 
 
 def cached_source(cache: ActivationCache, keys: Sequence[str], inputs: Arrays) -> ActivationSource:
-    """Activations through the cache: the backbone runs once per sample key. Each row's
-    cache slot is remembered, so a later epoch's batch is one gather from the cache."""
-    import numpy as np
+    """Activations through the cache: the backbone runs once per sample key.
 
-    known = np.full(len(keys), -1, np.int64)
+    A batch's activations, once read from the cache, are kept for the epochs after: a view
+    of the cache when the batch's samples were cached together (the usual case: a round's
+    new samples go into the cache in its first epoch), else one gathered copy of the
+    batch's rows. A later epoch's batch is then a lookup, not a gather."""
+    blocks: dict[tuple[int, int, int], NDArray[np.float32]] = {}
 
-    def source(rows: NDArray[np.int64]) -> NDArray[np.float32]:
-        slots = known[rows]
-        if (slots < 0).any():
-            slots = cache.slots([keys[i] for i in rows], {k: v[rows] for k, v in inputs.items()})
-            known[rows] = slots
-            if (slots < 0).any():  # beyond the cache's size: computed, not kept
-                return cache.backbone.activations({k: v[rows] for k, v in inputs.items()})
-        else:
-            cache.hits += len(rows)
-        return cache.rows(slots)
+    def source(rows: slice) -> NDArray[np.float32]:
+        span = rows.indices(len(keys))
+        block = blocks.get(span)
+        if block is not None:
+            cache.hits += len(block)
+            return block
+        part = {k: v[rows] for k, v in inputs.items()}
+        slots = cache.slots(keys[rows], part)
+        if (slots < 0).any():  # beyond the cache's size: computed each time, not kept
+            return cache.backbone.activations(part)
+        block = blocks[span] = cache.rows(slots)
+        return block
 
     return source
 
@@ -272,33 +301,41 @@ def train_head(
     d = theta.shape[0]
     # float32 for the passes over samples (activations are float32; BLAS is fastest on
     # them), float64 for the small solve.
-    y = np.asarray(labels, np.float32)
     sw = (np.asarray(weights, np.float64) / total).astype(np.float32)
-    chunks = [np.arange(i, min(i + config.batch_size, n)) for i in range(0, n, config.batch_size)]
+    # With p = sigmoid(z) = (1 + tanh(z / 2)) / 2 (which never overflows), a sample's
+    # gradient weight (p - y) sw is (tanh(z / 2) - (2 y - 1)) sw / 2: one tanh, in place.
+    target = 2 * np.asarray(labels, np.float32) - 1
+    half_sw, quarter_sw = 0.5 * sw, 0.25 * sw
+    batches = [slice(i, min(i + config.batch_size, n)) for i in range(0, n, config.batch_size)]
     # The curvature of the log-loss is p (1 - p) <= 1/4 whatever the weights, so
     # B = X^T diag(sw) X / 4 + l2 I bounds the Hessian: steps theta -= B^-1 grad never
     # increase the objective (Bohning's bound), and B, fixed, is built in the first epoch's
     # pass and inverted once. Later epochs are then a gradient pass and a small product.
     bound: NDArray[Any] | None = None
     for _ in range(config.epochs):
-        current = theta.astype(np.float32)
+        half = (0.5 * theta).astype(np.float32)
+        half_w, half_b = half[:-1], half[-1]
         grad = config.l2_to_start * (theta - theta0)
         curvature = np.zeros((d, d)) if bound is None else None
-        for rows in chunks:
+        for rows in batches:
             x = source(rows)
-            p = 0.5 + 0.5 * np.tanh(0.5 * (x @ current[:-1] + current[-1]))  # the sigmoid
-            error = (p - y[rows]) * sw[rows]
+            error = x @ half_w
+            error += half_b
+            np.tanh(error, out=error)
+            error -= target[rows]
+            error *= half_sw[rows]
             grad[:-1] += error @ x
             grad[-1] += error.sum()
             if curvature is not None:
-                weighted = x * (0.25 * sw[rows])[:, None]
-                curvature[:-1, :-1] += weighted.T @ x
-                column = weighted.sum(axis=0)
+                quarter = quarter_sw[rows]
+                curvature[:-1, :-1] += (x * quarter[:, None]).T @ x
+                column = quarter @ x  # a product, many times faster than a column sum
                 curvature[:-1, -1] += column
                 curvature[-1, :-1] += column
-                curvature[-1, -1] += 0.25 * sw[rows].sum()
+                curvature[-1, -1] += quarter.sum()
         if curvature is not None:
-            bound = np.linalg.inv(curvature + config.l2_to_start * np.eye(d))
+            curvature.flat[:: d + 1] += config.l2_to_start  # + l2 I
+            bound = np.linalg.inv(curvature)
         assert bound is not None
         theta -= bound @ grad
     return Head(theta[:-1].astype(np.float32), float(theta[-1]))

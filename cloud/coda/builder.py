@@ -10,6 +10,8 @@ loaded, so a restart serves at once and only adds what arrived since.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 from collections import defaultdict
 from dataclasses import replace
@@ -27,6 +29,7 @@ from cloud.core.db import Database
 
 log = logging.getLogger("tandem.coda")
 READ_CHUNK = 50_000
+_DELETED = ".deleted-"  # the prefix of a deleted pool's folder while it is removed
 
 
 class SnapshotBuilder:
@@ -87,6 +90,13 @@ class SnapshotBuilder:
             self._thread = None
         self._flush_counts()
 
+    def forget(self, pool_id: int) -> None:
+        """The pool was deleted: drop its snapshot, its uncounted retrievals and its
+        persisted snapshots on this replica (after a build of it in progress ends). Other
+        replicas drop theirs at their next poll."""
+        with self._build_lock:
+            self._drop(pool_id)
+
     def nudge(self) -> None:
         """Samples were ingested: build soon rather than at the next poll."""
         self._wake.set()
@@ -115,6 +125,9 @@ class SnapshotBuilder:
                 if pool_id is not None:
                     query = query.where(CodaPoolRow.id == pool_id)
                 pools = list(session.execute(query))
+            if pool_id is None:  # pools deleted through another replica
+                for gone in set(self._snapshots) - {pid for pid, _, _ in pools}:
+                    self._drop(gone)
             for pid, name, dim in pools:
                 if self._stop.is_set() and pool_id is None:
                     return
@@ -123,9 +136,22 @@ class SnapshotBuilder:
     def _pool_dir(self, pool_id: int, name: str) -> Path:
         return self._root / f"{pool_id}-{name}"
 
+    def _drop(self, pool_id: int) -> None:
+        self._snapshots.pop(pool_id, None)
+        with self._count_lock:
+            self._counts.pop(pool_id, None)
+        for folder in self._root.glob(f"{pool_id}-*"):  # "<id>-<name>": this pool's only
+            _remove(folder)
+
     def _load_persisted(self) -> None:
         with self._db.session(write=False) as session:
             pools = list(session.execute(select(CodaPoolRow.id, CodaPoolRow.name)))
+        live = {self._pool_dir(pid, name).name for pid, name in pools}
+        if self._root.is_dir():  # folders of pools deleted while this replica was down
+            for folder in self._root.iterdir():
+                name = folder.name
+                if name.startswith(_DELETED) or (name[:1].isdigit() and name not in live):
+                    _remove(folder)
         for pid, name in pools:
             snapshot = index.load_latest(self._pool_dir(pid, name))
             if snapshot is not None:
@@ -221,6 +247,23 @@ def _read(
         else np.zeros((0, dim), np.float32)
     )
     return np.asarray(ids, np.int64), vectors
+
+
+def _remove(folder: Path) -> None:
+    """Remove a pool's folder: renamed first, so a removal cut short leaves a folder that
+    is never loaded (and is removed at the next start)."""
+    doomed = (
+        folder
+        if folder.name.startswith(_DELETED)
+        else folder.with_name(f"{_DELETED}{folder.name}.{os.getpid()}")
+    )
+    try:
+        if doomed != folder:
+            os.replace(folder, doomed)
+    except OSError:
+        log.warning("could not remove the coda folder %s", folder, exc_info=True)
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _renumbered(snapshot: Snapshot, version: int) -> Snapshot:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from cloud.coda import service
@@ -16,7 +16,7 @@ from cloud.coda.ratelimit import RateLimiter
 from cloud.coda.schemas import CreatePool, IngestAccepted, IngestBatch, PoolList, PoolOut
 from cloud.core.deps import Admin, Context, CurrentDevice, DbSession, ReadSession
 from cloud.core.errors import PayloadTooLarge, RateLimited
-from device_sdk._coda_wire import POOL_NAME_PATTERN, RetrieveRequest, RetrieveResponse
+from device_sdk.coda_wire import POOL_NAME_PATTERN, RetrieveRequest, RetrieveResponse
 
 router = APIRouter(tags=["coda"])
 PoolPath = Annotated[str, Path(max_length=64, pattern=POOL_NAME_PATTERN)]
@@ -75,6 +75,21 @@ def read_pool(name: PoolPath, _admin: Admin, session: ReadSession, coda: Coda) -
     """A pool's statistics: samples stored, the snapshot this replica answers from (version,
     size, kind), samples not yet in it, and retrievals counted without identities."""
     return service.describe(session, service.get_pool(session, name), coda.builder)
+
+
+@router.delete("/v1/coda/pools/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_pool(name: PoolPath, _admin: Admin, context: Context, coda: Coda) -> Response:
+    """Delete a pool: its samples and statistics, and this replica's index snapshots, in
+    memory and on disk (other replicas drop theirs at their next poll). Retrievals from it
+    get 404 `pool_not_found` from then on; its name may be used again."""
+
+    def work() -> None:
+        with context.db.session() as session:
+            pool_id = service.delete_pool(session, name)
+        coda.builder.forget(pool_id)
+
+    await run_in_threadpool(work)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(

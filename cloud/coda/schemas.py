@@ -1,5 +1,5 @@
 """CoDA payloads: pools, sample batches, statistics. Retrieval's own payloads are on the
-wire (``device_sdk._coda_wire``), since devices send and read them."""
+wire (``device_sdk.coda_wire``), since devices send and read them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from device_sdk._coda_wire import (
+from device_sdk.coda_wire import (
     MAX_ABS_VALUE,
     MAX_DIM,
     MAX_FEATURE_NUMBERS,

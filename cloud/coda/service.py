@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from cloud.coda.schemas import CreatePool, IngestAccepted, IngestSample, PoolOut
 from cloud.coda.tables import CodaPoolRow, CodaSampleRow
 from cloud.core.db import utcnow
 from cloud.core.errors import DuplicateName, EmbeddingMismatch, PoolNotFound, PoolNotReady
-from device_sdk._coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
+from device_sdk.coda_wire import PoolSample, RetrieveRequest, RetrieveResponse
 
 
 def create_pool(session: Session, body: CreatePool) -> CodaPoolRow:
@@ -46,6 +46,14 @@ def get_pool(session: Session, name: str) -> CodaPoolRow:
 
 def list_pools(session: Session) -> list[CodaPoolRow]:
     return list(session.scalars(select(CodaPoolRow).order_by(CodaPoolRow.name)))
+
+
+def delete_pool(session: Session, name: str) -> int:
+    """Delete the pool and every sample in it (one transaction); returns its id."""
+    pool = get_pool(session, name)
+    session.execute(delete(CodaSampleRow).where(CodaSampleRow.pool_id == pool.id))
+    session.execute(delete(CodaPoolRow).where(CodaPoolRow.id == pool.id))
+    return pool.id
 
 
 def ingest(session: Session, name: str, samples: Sequence[IngestSample]) -> IngestAccepted:
