@@ -273,6 +273,7 @@ def fast_path_share(metrics_text: str) -> dict[str, float]:
         "desired": "/v1/devices/me/desired",
         "bundle": "/v1/bundles/{sha256}",
         "status": "/v1/devices/me/status",
+        "stream": "/v1/devices/me/stream",
     }
     fast = dict.fromkeys(routes, 0.0)
     total = dict.fromkeys(routes, 0.0)

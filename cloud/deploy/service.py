@@ -122,6 +122,10 @@ def apply_gates(session: Session, deployment_id: int) -> bool:
     row = session.get(DeploymentRow, deployment_id)
     if row is None or row.state != DeploymentState.active.value or row.gates is None:
         return False
+    if row.materialized_rev != row.rev:
+        # Its devices and per-stage counts are not worked out yet: with nobody counted as
+        # targeted, an empty stage would look healthy and advance.
+        return False
     now = utcnow()
     verdict, reason = judge(
         Gates.model_validate(row.gates),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from cloud.deploy import service
+from cloud.deploy.schemas import CreateDeployment
 from cloud.devices.service import remove
 from device_sdk.bundle import verify_signature
 from device_sdk.wire import TaskManifest
@@ -376,3 +378,20 @@ def test_deployment_filters_and_versions_are_bounded(client: TestClient) -> None
     )
     big = client.post("/v1/deployments", headers=ADMIN, json={"task": "hello", "version": 2**40})
     assert big.status_code == 422
+
+
+def test_gates_wait_until_a_new_deployment_is_materialised(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A deployment committed but not yet worked out per device (nobody counted as targeted)
+    is not advanced by its gates, as a sweeper passing in that moment would otherwise do."""
+    publish(client, tmp_path)
+    for _ in range(4):
+        register_device(client)
+    context = client.app.state.context  # type: ignore[attr-defined]
+    body = CreateDeployment(task="hello", version=1, stages=[50, 100], gates={"min_healthy": 1})
+    with context.db.session() as session:
+        deployment_id = service.create(session, body).id
+    with context.db.session() as session:
+        assert service.apply_gates(session, deployment_id) is False
+    assert client.get(f"/v1/deployments/{deployment_id}", headers=ADMIN).json()["stage"] == 0
