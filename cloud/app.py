@@ -36,6 +36,9 @@ from cloud.deploy.routes import router as deployment_router
 from cloud.deploy.status_writer import StatusWriter
 from cloud.devices.routes import router as device_router
 from cloud.events.routes import router as event_router
+from cloud.federation.rounds import RoundRunner
+from cloud.federation.routes import FederationState
+from cloud.federation.routes import router as federation_router
 from cloud.migrations import upgrade
 from cloud.ops.routes import router as ops_router
 from cloud.pipelines.routes import router as pipeline_router
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper.start()
         app.state.serving.start()
         await run_in_threadpool(app.state.coda.builder.start)
+        app.state.federation.runner.start()
         background = [
             asyncio.create_task(follow_revocations(context.broker, context.auth_cache)),
             asyncio.create_task(
@@ -106,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await sweeper.stop()
             await run_in_threadpool(app.state.coda.builder.stop)
+            await app.state.federation.runner.stop()
             await app.state.serving.close()
             await app.state.status_writer.close()
             await context.broker.close()
@@ -134,6 +139,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter=RateLimiter(settings.coda_retrieve_per_minute, settings.coda_retrieve_burst),
         max_results=settings.coda_max_results,
     )
+    app.state.federation = FederationState(
+        limiter=RateLimiter(
+            settings.federation_updates_per_minute, settings.federation_updates_burst
+        ),
+        runner=RoundRunner(context),
+    )
     install_error_handlers(app)
     for router in (
         ops_router,
@@ -150,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         serving_router,
         routing_router,
         coda_router,
+        federation_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)

@@ -8,6 +8,7 @@ from cloud.coda import tables as coda_tables
 from cloud.core.db import Base
 from cloud.deploy import tables as deploy_tables
 from cloud.devices import tables as device_tables
+from cloud.federation import tables as federation_tables
 from cloud.registry import tables as registry_tables
 from cloud.router import tables as router_tables
 from cloud.tasks import tables as task_tables
@@ -21,6 +22,7 @@ __all__ = [
     "coda_tables",
     "deploy_tables",
     "device_tables",
+    "federation_tables",
     "metadata",
     "registry_tables",
     "router_tables",

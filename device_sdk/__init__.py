@@ -8,6 +8,7 @@ feature store) are exported too, for tools and tests that drive one piece on its
 
 from __future__ import annotations
 
+from device_sdk._anon_embedding import AnonymousEmbedding, EmbeddingError
 from device_sdk._backoff import Backoff
 from device_sdk._client import CloudClient
 from device_sdk._coda import (
@@ -46,6 +47,8 @@ from device_sdk._errors import (
 )
 from device_sdk._event_stream import EventStream
 from device_sdk._events import Event, EventLog, Feature, FeatureStore, FeaturesView
+from device_sdk._federation import LocalExamples, LocalTraining, TrainableModel, train_update
+from device_sdk._federation_outbox import UpdateOutbox, UploadSummary, post_update, upload_updates
 from device_sdk._installer import Installer
 from device_sdk._learning import (
     ActivationCache,
@@ -77,6 +80,7 @@ from device_sdk.wire import DeviceAttributes, DeviceInfo, RegisterDeviceResponse
 
 __all__ = [
     "ActivationCache",
+    "AnonymousEmbedding",
     "Backbone",
     "Backoff",
     "CachedDesired",
@@ -96,6 +100,7 @@ __all__ = [
     "DeviceStatus",
     "DeviceStore",
     "EdgeRouter",
+    "EmbeddingError",
     "Event",
     "EventLog",
     "EventStream",
@@ -119,8 +124,10 @@ __all__ = [
     "LearningError",
     "LoadedModel",
     "LocalDecision",
+    "LocalExamples",
     "LocalSamples",
     "LocalStoreError",
+    "LocalTraining",
     "ModelRunner",
     "Outbox",
     "OutboxFull",
@@ -149,8 +156,11 @@ __all__ = [
     "TaskRuntime",
     "TaskStats",
     "TaskTimeout",
+    "TrainableModel",
     "UnknownModel",
+    "UpdateOutbox",
     "UploadRejected",
+    "UploadSummary",
     "Uploader",
     "VersionState",
     "backbone_source",
@@ -158,8 +168,11 @@ __all__ = [
     "coda_round",
     "learner_for",
     "log_loss",
+    "post_update",
     "register_learner",
     "summarize",
     "task_error_report",
     "train_head",
+    "train_update",
+    "upload_updates",
 ]

@@ -36,6 +36,7 @@ from device_sdk._errors import (
 from device_sdk._event_stream import EventStream
 from device_sdk._outbox import OutboxItem
 from device_sdk.coda_wire import RetrieveRequest, RetrieveResponse
+from device_sdk.federation_wire import ModelUpdate, UpdateAccepted
 from device_sdk.router_wire import DecisionReceipt, DecisionReport, RouterExport
 from device_sdk.wire import (
     DesiredState,
@@ -305,6 +306,19 @@ class CloudClient:
             raise self._error(response, f"retrieve samples from pool {request.pool!r}")
         return self._parse(RetrieveResponse, response)
 
+    def upload_update(self, update: ModelUpdate) -> UpdateAccepted:
+        """Send one anonymous model update to its model's open federation round; returns
+        the cloud's receipt (``duplicate`` when this update's key was received before)."""
+        response = self._send(
+            "POST",
+            "/v1/federation/updates",
+            headers=self._auth() | {"Content-Type": "application/json"},
+            content=update.model_dump_json().encode(),
+        )
+        if response.status_code != 201:
+            raise self._error(response, f"upload model update {update.key}")
+        return self._parse(UpdateAccepted, response)
+
     def infer(self, model: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run the cloud's model ``model`` on ``inputs`` (name -> array); returns its
         outputs as numpy arrays. Arrays travel as ``.npz``, so dtypes are kept exactly."""
@@ -351,9 +365,10 @@ class CloudClient:
         *,
         headers: dict[str, str] | None = None,
         json: object = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
         try:
-            return self._http.request(method, url, headers=headers, json=json)
+            return self._http.request(method, url, headers=headers, json=json, content=content)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
 

@@ -154,6 +154,28 @@ class Settings(BaseSettings):
     coda_retrieve_burst: int = Field(
         default=10, ge=1, le=100_000, description="Retrievals a device may make back to back."
     )
+    # Federated learning (cloud/federation/); see the README's "Federated learning".
+    federation_k: int = Field(
+        default=20, ge=2, le=100_000, description="Updates a round needs before it aggregates."
+    )
+    federation_round_deadline_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=365 * 86_400,
+        description="How long an automatically opened round waits for k updates.",
+    )
+    federation_sweep_s: float = Field(
+        default=10.0, gt=0, le=3600, description="How often rounds past their deadline close."
+    )
+    federation_updates_per_minute: float = Field(
+        default=6.0, gt=0, le=1_000_000, description="Update uploads a minute per device token."
+    )
+    federation_updates_burst: int = Field(
+        default=3, ge=1, le=100_000, description="Update uploads a device may make back to back."
+    )
+    federation_max_update_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Largest update upload body."
+    )
 
     @field_validator("data_dir")
     @classmethod

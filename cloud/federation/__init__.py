@@ -1,0 +1,1 @@
+"""Federated learning: rounds of anonymous model updates, aggregated with FedSubAvg."""

@@ -1,0 +1,199 @@
+"""Anonymous user embeddings: a distribution per user, learned on the device, and a fresh
+draw from it for every cloud request or upload, so that no embedding names a user.
+
+The published condition (Ding et al., "Personalized Language Model Learning on Text Data
+Without User Identifiers", 2025, arXiv:2501.06062): the cloud cannot track users through
+such embeddings when the users' distributions either lie in a shared linearly dependent
+space (then the mixture of all users' embeddings cannot be decomposed into users: not
+identifiable) or are close to each other (then an embedding cannot be accurately
+attributed to the user it came from). This module applies both:
+
+- **Shared low-rank space.** The user's statistics are a projection of their behaviour
+  onto a basis shipped with the model (``basis``): the click rate, then the signed mean of
+  the basis rows of the movies they rated. Only the first ``rank`` statistics are used
+  (``rank`` is 1 in the shipped model), each mapped through the population's quantiles
+  (``quantiles``) onto its population rank in [-0.5, 0.5]. Every user's distribution lives
+  in the same ``rank``-dimensional space, far fewer dimensions than users.
+- **Close to each other.** ``anonymity`` (``a``, in (0, 1]) shrinks the user's mean
+  ``m`` toward the population centre and widens the spread: a draw is
+  ``(1 - a) * m + a * u`` with ``u`` uniform on [-0.5, 0.5]^rank. Every user's density is
+  then at most ``a ** -rank`` on the unit cube where all draws fall, so *any* attacker,
+  even one who knows every user's distribution exactly, attributes a single embedding to
+  its user with probability at most ``a ** -rank / users``: ``attribution_bound``. With
+  ``rank = 1``, ``a = 0.5`` allows at most twice random guessing; the default, 0.55, at
+  most 1.82 times, which leaves room for attackers who judge all uploads at once (the
+  bound is per embedding; see below). ``a = 0`` is the static (linkable) embedding;
+  ``a = 1`` carries nothing about the user.
+
+The bound is for one embedding at a time. Embeddings an attacker can group by other means
+(one session, one network address, timing) are not covered: their average converges on the
+user's mean. So draw once per cloud request and use that draw for all of its rows. See
+the README's "Privacy: what is and is not guaranteed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from device_sdk._errors import DeviceSDKError
+
+if TYPE_CHECKING:  # numpy loads on first use: `import device_sdk` stays light
+    import numpy as np
+    from numpy.typing import NDArray
+
+PRIOR_CLICK = 0.5
+PRIOR_WEIGHT = 5.0  # pseudo-ratings the click rate and the basis mean are shrunk with
+DEFAULT_ANONYMITY = 0.55
+
+
+class EmbeddingError(DeviceSDKError, ValueError):
+    """The anonymous embedding cannot be built or drawn as asked; the message says why."""
+
+
+class AnonymousEmbedding:
+    """A user's embedding distribution, learned from their ratings, with fresh draws.
+
+    ``basis`` [items, k] and ``quantiles`` [k + 1, q] come with the model (its ``.npz``;
+    see :meth:`from_arrays`); ``rank`` statistics are used. :meth:`observe` learns from the
+    user's behaviour (which movies they rated and whether each was a click), :meth:`draw`
+    gives fresh embeddings; ``rng`` defaults to one seeded from the OS's entropy.
+    """
+
+    def __init__(
+        self,
+        basis: NDArray[np.float32],
+        quantiles: NDArray[np.float32],
+        *,
+        rank: int,
+        anonymity: float = DEFAULT_ANONYMITY,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        import numpy as np
+
+        if not 0.0 <= anonymity <= 1.0:
+            raise EmbeddingError(f"anonymity must be within [0, 1], got {anonymity}.")
+        if basis.ndim != 2 or quantiles.ndim != 2 or quantiles.shape[0] != basis.shape[1] + 1:
+            raise EmbeddingError(
+                f"basis [items, k] and quantiles [k + 1, q] do not fit: {basis.shape} and "
+                f"{quantiles.shape}; load both from the same model bundle."
+            )
+        if not 1 <= rank <= quantiles.shape[0]:
+            raise EmbeddingError(f"rank must be within 1..{quantiles.shape[0]}, got {rank}.")
+        self.basis = np.asarray(basis, np.float32)
+        self.quantiles = np.asarray(quantiles, np.float32)
+        self.rank = rank
+        self.anonymity = float(anonymity)
+        self._rng = rng if rng is not None else np.random.default_rng()
+        self._count = 0.0
+        self._clicks = 0.0
+        self._signed = np.zeros(basis.shape[1], np.float64)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: Mapping[str, NDArray[Any]],
+        *,
+        anonymity: float = DEFAULT_ANONYMITY,
+        rng: np.random.Generator | None = None,
+    ) -> AnonymousEmbedding:
+        """From a model bundle's arrays (``basis``, ``quantiles``, ``rank``)."""
+        missing = [k for k in ("basis", "quantiles", "rank") if k not in arrays]
+        if missing:
+            raise EmbeddingError(
+                f"The model bundle lacks {missing}; build it with models.federated "
+                "(BaseModel.write_bundle)."
+            )
+        return cls(
+            arrays["basis"],
+            arrays["quantiles"],
+            rank=int(arrays["rank"]),
+            anonymity=anonymity,
+            rng=rng,
+        )
+
+    # --- learning from behaviour ----------------------------------------------------
+
+    def observe(self, items: NDArray[np.int64], clicks: NDArray[Any]) -> None:
+        """Learn from ratings: the movies' indices (0 = unknown) and 1 / 0 for click."""
+        import numpy as np
+
+        items = np.asarray(items, np.int64).reshape(-1)
+        clicks = np.asarray(clicks, np.float64).reshape(-1)
+        if items.shape != clicks.shape:
+            raise EmbeddingError(f"{len(items)} items but {len(clicks)} clicks.")
+        if len(items) and (items.min() < 0 or items.max() >= len(self.basis)):
+            raise EmbeddingError(f"item indices must be within 0..{len(self.basis) - 1}.")
+        self._count += len(items)
+        self._clicks += float(clicks.sum())
+        self._signed += ((2.0 * clicks - 1.0)[:, None] * self.basis[items]).sum(axis=0)
+
+    def save(self, path: Path) -> None:
+        """Keep what was learned (three running sums; never the ratings themselves) in an
+        ``.npz``, written under a scratch name and renamed into place."""
+        import numpy as np
+
+        scratch = path.with_name(path.name + ".partial.npz")
+        np.savez(scratch, count=self._count, clicks=self._clicks, signed=self._signed)
+        scratch.replace(path)
+
+    def restore(self, path: Path) -> None:
+        """Take back what :meth:`save` kept (e.g. after the app restarted)."""
+        import numpy as np
+
+        with np.load(path) as data:
+            signed = np.asarray(data["signed"], np.float64)
+            if signed.shape != self._signed.shape:
+                raise EmbeddingError(
+                    f"{path} was saved for a basis of {len(signed)} directions; this model's "
+                    f"has {len(self._signed)}. Start learning afresh for the new model."
+                )
+            self._count, self._clicks = float(data["count"]), float(data["clicks"])
+            self._signed = signed
+
+    @property
+    def observed(self) -> int:
+        """How many ratings the distribution was learned from."""
+        return int(self._count)
+
+    def statistics(self) -> NDArray[np.float32]:
+        """The user's statistics [k + 1]: shrunk click rate, then the signed basis mean."""
+        import numpy as np
+
+        shrunk = self._count + PRIOR_WEIGHT
+        rate = (self._clicks + PRIOR_CLICK * PRIOR_WEIGHT) / shrunk
+        return np.concatenate([[rate], self._signed / shrunk]).astype(np.float32)
+
+    def mean(self) -> NDArray[np.float32]:
+        """The user's exact position [rank]: population ranks in [-0.5, 0.5]. This is the
+        *static* embedding; it never leaves the device."""
+        import numpy as np
+
+        stats = self.statistics()
+        grid = np.linspace(0.0, 1.0, self.quantiles.shape[1])
+        ranks = [np.interp(stats[j], self.quantiles[j], grid) - 0.5 for j in range(self.rank)]
+        return np.asarray(ranks, np.float32)
+
+    # --- drawing --------------------------------------------------------------------
+
+    def draw(self, n: int = 1) -> NDArray[np.float32]:
+        """``n`` fresh embeddings [n, rank]: ``(1 - a) * mean + a * u``, ``u`` uniform on
+        [-0.5, 0.5]^rank, independently for every row and every call."""
+        import numpy as np
+
+        if n < 0:
+            raise EmbeddingError(f"n must be >= 0, got {n}.")
+        noise = self._rng.random((n, self.rank)) - 0.5
+        a = self.anonymity
+        out: NDArray[np.float32] = ((1.0 - a) * self.mean()[None, :] + a * noise).astype(np.float32)
+        return out
+
+    def attribution_bound(self, users: int) -> float:
+        """The most any attacker's chance can be of naming the user of one embedding,
+        among ``users`` users: ``min(1, a ** -rank / users)`` (1 when ``a`` is 0)."""
+        if users < 1:
+            raise EmbeddingError(f"users must be >= 1, got {users}.")
+        if self.anonymity == 0.0:
+            return 1.0
+        return float(min(1.0, self.anonymity**-self.rank / users))
