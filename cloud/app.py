@@ -29,6 +29,7 @@ from cloud.core.observability import ObservabilityMiddleware, configure_logging
 from cloud.core.process_tuning import tuned_for_serving
 from cloud.core.settings import Settings
 from cloud.core.tandem_app import TandemApp
+from cloud.dashboard.routes import install_dashboard
 from cloud.deploy.device_routes import router as device_sync_router
 from cloud.deploy.fast_path import DeviceFastPath
 from cloud.deploy.rollout import Sweeper
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         federation_router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
+    install_dashboard(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     # In front of the whole stack, the last added outermost: the fast paths for devices'
     # hottest requests, then request ids and metrics, so every response is counted.
