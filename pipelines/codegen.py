@@ -17,12 +17,16 @@ its namespace for debugging.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipelines.predicates import Atom
 
+_NAME = re.compile(r"\b[A-Za-z_]\w*\b")
 NUM = frozenset((int, float))
+# The types an ``is`` chain (see Source.of_type) names, as names of every namespace.
+_TYPE_NAMES = {str: "T_STR", int: "T_INT", float: "T_FLOAT", bool: "T_BOOL", type(None): "T_NONE"}
 SCALAR_KEYS = frozenset((str, int, float))
 HASHABLE = frozenset((str, int, float, bool))
 
@@ -37,11 +41,18 @@ class Source:
             "SCALAR_KEYS": SCALAR_KEYS,
             "HASHABLE": HASHABLE,
             "NEW": tuple.__new__,  # a named tuple without its Python-level __new__
+            # Builtins as names of the namespace: a hoisting function reads them as locals.
+            "type": type,
+            "len": len,
+            "tuple": tuple,
+            **{name: kind for kind, name in _TYPE_NAMES.items()},
         }
         self._count = 0
         self.offset = 0  # added to every line's indent (a body inlined deeper)
         # Locals computed once per function, by what they hold (see ``_floor``).
         self.shared: dict[Any, Any] = {}
+        # Attributes of ``a`` read once into a local, for the lines after that read.
+        self.reads: dict[str, str] = {}
 
     def const(self, value: Any) -> str:
         """A fresh name bound to ``value`` in the namespace."""
@@ -49,6 +60,24 @@ class Source:
         self._count += 1
         self.ns[name] = value
         return name
+
+    def get(self, attr: str) -> str:
+        """An expression for the value of ``attr`` in the attrs dict ``a`` (None when
+        missing): the local it was read into, if it was (see ``reads``)."""
+        local = self.reads.get(attr)
+        return f"a.get({self.const(attr)})" if local is None else local
+
+    def of_type(self, value: str, kinds: Sequence[type]) -> str:
+        """An expression: the type of ``value`` (evaluated once) is exactly one of
+        ``kinds``, the likeliest first. Cheaper than ``type(v) in SET``: an ``is`` per
+        kind tried, against hashing the type for a set."""
+        t = self.temp()
+        first, *rest = (_TYPE_NAMES[kind] for kind in kinds)
+        return (
+            "("
+            + " or ".join([f"({t} := type({value})) is {first}"] + [f"{t} is {n}" for n in rest])
+            + ")"
+        )
 
     def temp(self) -> str:
         """A fresh local variable name."""
@@ -58,9 +87,19 @@ class Source:
     def add(self, indent: int, text: str) -> None:
         self.lines.append("    " * (indent + self.offset) + text)
 
-    def build(self, name: str, label: str) -> Any:
-        """Execute the source and return the function ``name`` it defines."""
-        text = "\n".join(self.lines) + "\n"
+    def build(self, name: str, label: str, *, hoist: bool = False) -> Any:
+        """Execute the source and return the function ``name`` it defines (its ``def``
+        the first line). ``hoist``: the namespace's names the body reads become locals,
+        unpacked from one tuple on entry (a fast local instead of a global per use: for
+        a function that loops, such as the batch path, not one called per event)."""
+        lines = self.lines
+        if hoist:
+            body = "\n".join(lines[1:])
+            used = sorted(set(_NAME.findall(body)) & self.ns.keys())
+            if used:
+                self.ns["__hoisted__"] = tuple(self.ns[n] for n in used)
+                lines = [lines[0], f"    {', '.join(used)}, = __hoisted__", *lines[1:]]
+        text = "\n".join(lines) + "\n"
         self.ns["__source__"] = text
         exec(compile(text, f"<pipelines {label}>", "exec"), self.ns)  # noqa: S102  # see module docstring
         return self.ns[name]
@@ -76,14 +115,13 @@ def _equals(src: Source, first: str, v: str, target: Any) -> str:
     c = src.const(target)
     if isinstance(target, str):
         return f"{first} == {c}"
-    return f"(type({first}) in NUM and {v} == {c})"
+    return f"({src.of_type(first, (float, int))} and {v} == {c})"
 
 
 def atom_expr(src: Source, atom: Atom) -> str:
     """One atom as an expression over the attrs dict ``a``; never raises."""
-    key = src.const(atom.attr)
     v = src.temp()
-    get = f"({v} := a.get({key}))"
+    get = f"({v} := {src.get(atom.attr)})"
     op, t = atom.op, atom.value
     if op == "eq":
         return _equals(src, get, v, t)
@@ -91,7 +129,7 @@ def atom_expr(src: Source, atom: Atom) -> str:
         return f"not {_equals(src, get, v, t)}"
     if op in ("lt", "lte", "gt", "gte"):
         symbol = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}[op]
-        return f"(type({get}) in NUM and {v} {symbol} {src.const(t)})"
+        return f"({src.of_type(get, (float, int))} and {v} {symbol} {src.const(t)})"
     if op in ("in", "not_in"):
         parts = []
         strings = frozenset(x for x in t if isinstance(x, str))
@@ -99,7 +137,7 @@ def atom_expr(src: Source, atom: Atom) -> str:
         if strings:
             parts.append(f"(type(FIRST) is str and {v} in {src.const(strings)})")
         if numbers:
-            parts.append(f"(type(FIRST) in NUM and {v} in {src.const(numbers)})")
+            parts.append(f"({src.of_type('FIRST', (float, int))} and {v} in {src.const(numbers)})")
         for special in (True, False, None):
             if any(x is special for x in t):
                 parts.append(f"FIRST is {special}")
@@ -111,7 +149,7 @@ def atom_expr(src: Source, atom: Atom) -> str:
         scalar = _equals(src, v, v, t)
         return f"(any({element} for {x} in {v}) if type({get}) is list else {scalar})"
     assert op == "exists"
-    return f"a.get({key}) is not None" if t else f"a.get({key}) is None"
+    return f"{src.get(atom.attr)} is not None" if t else f"{src.get(atom.attr)} is None"
 
 
 def where_expr(src: Source, atoms: tuple[Atom, ...]) -> str | None:
@@ -135,49 +173,57 @@ def compile_check(
     return check
 
 
-def _add_lines(src: Source, fn: Any, attr: str | None, state: str, indent: int) -> None:
-    """Lines that add the event (attrs ``a``) to the aggregate state ``state``."""
+def _add_lines(src: Source, fn: Any, attr: str | None, states: Sequence[str], indent: int) -> None:
+    """Lines that add the event (attrs ``a``) to each aggregate state of ``states`` (a
+    sliding window's pane and running total take the same event: one test for both)."""
     name = fn.name
     if name == "count":
-        if attr is None:
+        if attr is not None:
+            src.add(indent, f"if {src.get(attr)} is not None:")
+            indent += 1
+        for state in states:
             src.add(indent, f"{state}[0] += 1")
-        else:
-            src.add(indent, f"if a.get({src.const(attr)}) is not None:")
-            src.add(indent + 1, f"{state}[0] += 1")
         return
+    assert attr is not None  # validated: the functions but count read an attribute
     v = src.temp()
-    get = f"({v} := a.get({src.const(attr)}))"
+    get = f"({v} := {src.get(attr)})"
     if name in ("sum", "mean", "min", "max"):
-        assert attr is not None  # validated: these read an attribute
         v, number = _number(src, attr)
-    if name in ("sum", "mean"):
         src.add(indent, f"if {number}:")
-        src.add(indent + 1, f"{state}[0] += {v}")
-        if name == "mean":
-            src.add(indent + 1, f"{state}[1] += 1")
+    if name in ("sum", "mean"):
+        for state in states:
+            src.add(indent + 1, f"{state}[0] += {v}")
+            if name == "mean":
+                src.add(indent + 1, f"{state}[1] += 1")
         return
     if name in ("min", "max"):
         better = "<" if name == "min" else ">"
-        src.add(indent, f"if {number}:")
-        src.add(indent + 1, f"if {state}[0] is None or {v} {better} {state}[0]:")
-        src.add(indent + 2, f"{state}[0] = {v}")
+        for state in states:
+            src.add(indent + 1, f"if {state}[0] is None or {v} {better} {state}[0]:")
+            src.add(indent + 2, f"{state}[0] = {v}")
         return
     if name == "top_k":
         x = src.temp()
         src.add(indent, f"if type({get}) is list:")
         src.add(indent + 1, f"for {x} in {v}:")
-        src.add(indent + 2, f"if type({x}) in HASHABLE:")
-        src.add(indent + 3, f"{state}[{x}] = {state}.get({x}, 0) + 1")
-        src.add(indent, f"elif type({v}) in HASHABLE:")
-        src.add(indent + 1, f"{state}[{v}] = {state}.get({v}, 0) + 1")
-        src.add(indent, f"if len({state}) > {src.const(fn.cap)}:")
-        src.add(indent + 1, f"{src.const(fn.trim)}({state})")
+        src.add(indent + 2, f"if {src.of_type(x, (str, int, float, bool))}:")
+        for state in states:
+            src.add(indent + 3, f"{state}[{x}] = {state}.get({x}, 0) + 1")
+        src.add(indent, f"elif {src.of_type(v, (str, int, float, bool))}:")
+        for state in states:
+            src.add(indent + 1, f"{state}[{v}] = {state}.get({v}, 0) + 1")
+        for state in states:
+            src.add(indent, f"if len({state}) > {src.const(fn.cap)}:")
+            src.add(indent + 1, f"{src.const(fn.trim)}({state})")
         return
     if name == "last_n":
         src.add(indent, f"if {get} is not None:")
-        src.add(indent + 1, f"{state}.append({v})")
+        for state in states:
+            src.add(indent + 1, f"{state}.append({v})")
         return
-    src.add(indent, f"{src.const(fn.add)}({state}, {get})")
+    src.add(indent, f"{v} = {src.get(attr)}")
+    for state in states:
+        src.add(indent, f"{src.const(fn.add)}({state}, {v})")
 
 
 def _number(src: Source, attr: str) -> tuple[str, str]:
@@ -198,9 +244,9 @@ def _numbers(src: Source, aggregates: Sequence[Any], indent: int) -> None:
         ):
             v, number = src.temp(), src.temp()
             src.shared[("number", attr)] = (v, number)
-            src.add(indent, f"{v} = a.get({src.const(attr)})")
+            src.add(indent, f"{v} = {src.get(attr)}")
             # v == v: NaN is no number (attrs checked by the SDK hold none; uploads may).
-            src.add(indent, f"{number} = type({v}) in NUM and {v} == {v}")
+            src.add(indent, f"{number} = {src.of_type(v, (float, int))} and {v} == {v}")
 
 
 def _floor(src: Source, size: float, indent: int) -> str:
@@ -222,54 +268,79 @@ def _update_lines(src: Source, aggregate: Any, slot: str, indent: int) -> None:
     new = src.const(fn.new)
     kind = "none" if window is None else window.kind
     if kind == "none":
-        _add_lines(src, fn, attr, f"{slot}[0]", indent)
+        _add_lines(src, fn, attr, [f"{slot}[0]"], indent)
         return
     if kind == "tumbling":
-        start = _floor(src, window.size, indent)
-        src.add(indent, f"if {start} >= {slot}[0]:")
-        src.add(indent + 1, f"if {start} != {slot}[0]:")
-        src.add(indent + 2, f"{slot}[0] = {start}")
-        src.add(indent + 2, f"{slot}[1] = {new}()")
-        state = src.temp()
+        # slot: [window start, state]; an event of an older window changes nothing.
+        start, state = _floor(src, window.size, indent), src.temp()
+        src.add(indent, f"if {start} == {slot}[0]:")
         src.add(indent + 1, f"{state} = {slot}[1]")
-        _add_lines(src, fn, attr, state, indent + 1)
+        _add_lines(src, fn, attr, [state], indent + 1)
+        src.add(indent, f"elif {start} > {slot}[0]:")
+        src.add(indent + 1, f"{slot}[0] = {start}")
+        src.add(indent + 1, f"{state} = {slot}[1] = {new}()")
+        _add_lines(src, fn, attr, [state], indent + 1)
         return
     if kind == "sliding":
-        # slot: [latest pane, {pane start: state}, running total of those panes]. The total
-        # takes every add, and is merged afresh from the panes left when some fall out of
-        # the window (at most once per slide and key), so the value costs nothing to read.
+        # slot: [latest pane, {pane start: state}, running total of those panes, state of
+        # the latest pane or None]. The total takes every add, and is merged afresh from
+        # the panes left when some fall out of the window (at most once per slide and
+        # key), so the value costs nothing to read; most events fall in the latest pane,
+        # held at hand.
         panes, old, state = src.temp(), src.temp(), src.temp()
         size, slide = src.const(window.size), src.const(window.slide)
         pane = _floor(src, window.slide, indent)
-        src.add(indent, f"{panes} = {slot}[1]")
-        src.add(indent, f"if {pane} > {slot}[0]:")
-        src.add(indent + 1, f"{slot}[0] = {pane}")
-        src.add(indent + 1, f"{old} = [p for p in {panes} if p < {pane} - {size} + {slide}]")
-        src.add(indent + 1, f"if {old}:")
-        src.add(indent + 2, f"for {state} in {old}:")
-        src.add(indent + 3, f"del {panes}[{state}]")
-        src.add(indent + 2, f"{slot}[2] = {src.const(aggregate.merged)}({panes})")
-        src.add(indent, f"if {pane} > {slot}[0] - {size}:")
-        src.add(indent + 1, f"{state} = {panes}.get({pane})")
-        src.add(indent + 1, f"if {state} is None:")
-        src.add(indent + 2, f"{state} = {panes}[{pane}] = {new}()")
-        _add_lines(src, fn, attr, state, indent + 1)
+        src.add(indent, f"{state} = {slot}[3]")
+        src.add(indent, f"if {pane} != {slot}[0] or {state} is None:")
+        i = indent + 1
+        src.add(i, f"{panes} = {slot}[1]")
+        src.add(i, f"if {pane} > {slot}[0]:")
+        src.add(i + 1, f"{slot}[0] = {pane}")
+        src.add(i + 1, f"{slot}[3] = None")
+        src.add(i + 1, f"{old} = [p for p in {panes} if p < {pane} - {size} + {slide}]")
+        src.add(i + 1, f"if {old}:")
+        src.add(i + 2, f"for {state} in {old}:")
+        src.add(i + 3, f"del {panes}[{state}]")
+        src.add(i + 2, f"{slot}[2] = {src.const(aggregate.merged)}({panes})")
+        src.add(i, f"if {pane} > {slot}[0] - {size}:")
+        src.add(i + 1, f"{state} = {panes}.get({pane})")
+        src.add(i + 1, f"if {state} is None:")
+        src.add(i + 2, f"{state} = {panes}[{pane}] = {new}()")
+        src.add(i + 1, f"if {pane} == {slot}[0]:")
+        src.add(i + 2, f"{slot}[3] = {state}")
+        src.add(i, "else:  # a pane already out of the window")
+        src.add(i + 1, f"{state} = None")
+        src.add(indent, f"if {state} is not None:")
         total = src.temp()
         src.add(indent + 1, f"{total} = {slot}[2]")
-        _add_lines(src, fn, attr, total, indent + 1)
+        _add_lines(src, fn, attr, [state, total], indent + 1)
         return
+    # slot: [session start, session end, state]. After the end: the session grows, or
+    # (past the gap) a new one starts; before it: within the gap of the start, joins.
     gap = src.const(window.gap)
     state = src.temp()
-    src.add(indent, f"if ts > {slot}[1] + {gap}:")
-    src.add(indent + 1, f"{slot}[0] = {slot}[1] = ts")
-    src.add(indent + 1, f"{slot}[2] = {new}()")
-    src.add(indent, f"if ts >= {slot}[0] - {gap}:")
-    src.add(indent + 1, f"if ts > {slot}[1]:")
+    src.add(indent, f"if ts > {slot}[1]:")
+    src.add(indent + 1, f"if ts > {slot}[1] + {gap}:")
+    src.add(indent + 2, f"{slot}[0] = {slot}[1] = ts")
+    src.add(indent + 2, f"{state} = {slot}[2] = {new}()")
+    src.add(indent + 1, "else:")
     src.add(indent + 2, f"{slot}[1] = ts")
-    src.add(indent + 1, f"elif ts < {slot}[0]:")
+    src.add(indent + 2, f"{state} = {slot}[2]")
+    _add_lines(src, fn, attr, [state], indent + 1)
+    src.add(indent, f"elif ts >= {slot}[0] - {gap}:")
+    src.add(indent + 1, f"if ts < {slot}[0]:")
     src.add(indent + 2, f"{slot}[0] = ts")
     src.add(indent + 1, f"{state} = {slot}[2]")
-    _add_lines(src, fn, attr, state, indent + 1)
+    _add_lines(src, fn, attr, [state], indent + 1)
+
+
+def _only_type(guards: Sequence[Any]) -> str | None:
+    """The one event type that passes every filter of ``guards``, if they name one."""
+    types: set[str] | None = None
+    for guard in guards:
+        if guard.types is not None:
+            types = set(guard.types) if types is None else types & set(guard.types)
+    return next(iter(types)) if types is not None and len(types) == 1 else None
 
 
 def compile_feed(
@@ -286,10 +357,16 @@ def compile_feed(
     return feed
 
 
-def feed_lines(src: Source, group: Any, guards: Sequence[Any], leave: str) -> None:
+def feed_lines(
+    src: Source, group: Any, guards: Sequence[Any], leave: str, *, runs: bool = False
+) -> None:
     """The body of a group's ``feed`` over ``ev`` (``seq``, ``out``), one level below
     ``src.offset``; ``leave`` ends it early (``return``, or ``continue`` in a batch loop:
-    no line of it is inside a loop of its own)."""
+    no line of it is inside a loop of its own). ``runs`` (a batch loop): the locals
+    ``last_key`` and ``last_slot`` hold the key of the previous event that reached the
+    key table and its state list, so a run of events of one key looks it up (and marks
+    it changed) once; the loop resets ``last_key`` to ``NOKEY`` whenever anything else
+    may have touched the table (a fallback to ``feed``)."""
     keys, dirty = src.const(group.keys), src.const(group.dirty)
     src.add(1, "a = ev.attrs")
     for guard in guards:
@@ -306,8 +383,16 @@ def feed_lines(src: Source, group: Any, guards: Sequence[Any], leave: str) -> No
         src.add(1, "key = None")
     else:
         src.add(1, f"key = a.get({src.const(group.key_by)})")
-        src.add(1, "if type(key) not in SCALAR_KEYS:")
+        src.add(1, f"if not {src.of_type('key', (str, int, float))}:")
         src.add(2, leave)
+    # Every event past here updates the aggregates: what they read, read once (the
+    # pattern probe reads the same attributes, often).
+    for aggregate in group.aggregates:
+        attr = aggregate.stage.attr
+        if attr is not None and attr not in src.reads:
+            local = src.temp()
+            src.add(1, f"{local} = a.get({src.const(attr)})")
+            src.reads[attr] = local
     patterns = group.patterns
     naive = patterns is not None and not hasattr(patterns, "probes")
     flag = "matched" if naive else "m"
@@ -315,26 +400,42 @@ def feed_lines(src: Source, group: Any, guards: Sequence[Any], leave: str) -> No
         if naive:  # the naive peer: its own match, a list of the patterns touched
             src.add(1, f"matched = {src.const(patterns.match)}(ev)")
         else:  # the shared matcher: the mask of the steps the event matches
-            patterns.probe_lines(src, 1)
+            patterns.probe_lines(src, 1, _only_type(guards))
         if not group.aggregates:
             src.add(1, f"if not {flag}:")
             src.add(2, leave)
-    src.add(1, "ts = ev.ts")
-    src.add(1, f"slot = {keys}.get(key)")
-    src.add(1, "if slot is None:")
+    if not runs:  # a batch loop has it
+        src.add(1, "ts = ev.ts")
+    i = 1
+    if runs:
+        # The key of the previous event: its slot is marked used and changed already
+        # (admitting a key, the only thing that clears the mark, resets last_key).
+        src.add(1, "if key == last_key:")
+        src.add(2, "slot = last_slot")
+        src.add(1, "else:")
+        i = 2
+    src.add(i, f"slot = {keys}.get(key)")
+    src.add(i, "if slot is None:")
     inits = ", ".join(f"{src.const(a.init)}(ts)" for a in group.aggregates)
-    src.add(2, f"slot = [1, None, [{inits}], None]")
-    src.add(2, f"{src.const(group.admit)}(key, slot)")
-    src.add(1, "else:")
-    src.add(2, "slot[0] = 1")
+    src.add(i + 1, f"slot = [1, None, [{inits}], None]")
+    src.add(i + 1, f"{src.const(group.admit)}(key, slot)")
+    if runs:
+        # Admitting may take the used mark of any key (this one too): none is cached.
+        src.add(i + 1, "last_key = NOKEY")
+    src.add(i, "else:")
+    src.add(i + 1, "slot[0] = 1")
+    if runs:
+        src.add(i + 1, "last_key, last_slot = key, slot")
+    if group.aggregates:
+        # Marked changed before the update: nothing between touches the dirty keys.
+        src.add(i, f"{dirty}[key] = None")
     if group.aggregates:
         src.add(1, "states = slot[2]")
         _numbers(src, group.aggregates, 1)
-        for i, aggregate in enumerate(group.aggregates):
+        for n, aggregate in enumerate(group.aggregates):
             state = src.temp()
-            src.add(1, f"{state} = states[{int(i)}]")
+            src.add(1, f"{state} = states[{int(n)}]")
             _update_lines(src, aggregate, state, 1)
-        src.add(1, f"{dirty}[key] = None")
     if patterns is not None:
         src.add(1, f"if {flag}:")
         if naive:  # the naive peer advances each pattern on its own

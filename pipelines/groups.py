@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.codegen import compile_feed
+from pipelines.drains import compile_drain
 from pipelines.events import Event
 from pipelines.limits import Limits, Stats
 from pipelines.naive import NaivePatternSet
@@ -56,6 +57,8 @@ class KeyedGroup:
         # Features of changed keys evicted (or reset) before the next drain: drained first.
         self.flushed: list[FeatureValue] = []
         self.admit = self._admit
+        self.feature_value = FeatureValue
+        self._drain = compile_drain(self, "drain")
         self.new_pattern_state = PatternState
         self.feed: Callable[[Event, int, list[Firing]], None] = compile_feed(self, "group")
         """Take one event: update its key's aggregates and advance its key's patterns."""
@@ -86,17 +89,16 @@ class KeyedGroup:
         if self.flushed:
             out.extend(self.flushed)
             self.flushed.clear()
-        keys = self.keys
-        for key in self.dirty:
-            slot = keys.get(key)
-            if slot is not None:
-                self._values(key, slot, out)
-        self.dirty.clear()
+        self._drain(out)
+
+    def names(self, key: Any) -> list[str]:
+        """The names of ``key``'s features, in aggregate order."""
+        return [key_name(a.feature, key) for a in self.aggregates]
 
     def _values(self, key: Any, slot: list[Any], out: list[FeatureValue]) -> None:
         names = slot[3]
         if names is None:  # a key's feature names, made once
-            names = slot[3] = [key_name(a.feature, key) for a in self.aggregates]
+            names = slot[3] = self.names(key)
         for name, (part, result, type_, ttl), state in zip(
             names, self._readers, slot[2], strict=True
         ):

@@ -112,14 +112,24 @@ class _Node:
 
 class PatternState:
     """One key's state in a pattern set: a partial match per trie node (per pattern in
-    the naive set), the last firing per pattern, the pending negations."""
+    the naive set), the seq of the last firing per pattern, the pending negations. The
+    shared set gives ``chains`` and ``fired`` as lists by node and pattern id (None and
+    -1: nothing yet), read by index on its hot path; the naive set, dicts."""
 
     __slots__ = ("chains", "fired", "pending")
 
-    def __init__(self) -> None:
-        self.chains: dict[int, Any] = {}
-        self.fired: dict[int, int] = {}
+    def __init__(self, chains: Any = None, fired: Any = None) -> None:
+        self.chains: Any = {} if chains is None else chains
+        self.fired: Any = {} if fired is None else fired
         self.pending: dict[int, tuple[float, int, Chain]] = {}  # pattern -> (deadline, id, chain)
+
+
+def _by_need(pairs: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """``(bits, rest bit)`` pairs with the bits of one rest bit together: one test each."""
+    merged: dict[int, int] = {}
+    for bits, need in pairs:
+        merged[need] = merged.get(need, 0) | bits
+    return tuple((bits, need) for need, bits in merged.items())
 
 
 def _bits(sids: Iterable[int]) -> int:
@@ -179,7 +189,7 @@ class _Probe:
                 attr: {
                     value: (
                         _bits(sid for sid, rest in hits if rest is None),
-                        tuple((1 << sid, 1 << r[0]) for sid, r in hits if isinstance(r, tuple)),
+                        _by_need((1 << sid, 1 << r[0]) for sid, r in hits if isinstance(r, tuple)),
                         tuple((1 << sid, r) for sid, r in hits if callable(r)),
                     )
                     for value, hits in table.items()
@@ -367,7 +377,8 @@ class PatternSet(MatcherBase):
         self.plans: dict[int, Plan] = {}
         self.cancel = self._cancel
         self.wait = self._wait
-        self.new_state = PatternState
+        n_nodes, n_patterns = len(self.nodes), len(self.patterns)
+        self.new_state = lambda: PatternState([None] * n_nodes, [-1] * n_patterns)
         self.firing = Firing
 
     def plan(self, mask: int) -> Plan:
@@ -378,11 +389,19 @@ class PatternSet(MatcherBase):
         made = plans[mask] = plan(mask, self.edges, len(self.nodes))
         return made
 
-    def probe_lines(self, src: Source, indent: int) -> None:
+    def probe_lines(self, src: Source, indent: int, only: str | None = None) -> None:
         """The lines of the group's ``feed`` that leave the event's step mask in ``m``:
         the probes of up to ``INLINE_TYPES`` event types inline (one call fewer per
-        event), more through the compiled probes."""
+        event), more through the compiled probes. ``only``: the one type of every
+        event that reaches these lines (filters let no other through)."""
         default = "0" if self.default_probe is None else f"{src.const(self.default_probe)}(a)"
+        if only is not None:
+            probe = self._by_type.get(only)
+            if probe is None:
+                src.add(indent, f"m = {default}")
+            else:
+                probe.lines(src, len(self.steps), indent)
+            return
         if not self._by_type or len(self._by_type) > INLINE_TYPES:
             src.add(indent, f"probe = {src.const(self.probes)}.get(ev.type)")
             src.add(indent, f"m = {default} if probe is None else probe(a)")

@@ -35,7 +35,7 @@ import heapq
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipelines.codegen import Source, atom_expr
+from pipelines.codegen import SCALAR_KEYS, Source, atom_expr
 from pipelines.predicates import Atom
 
 MAX_PLANS = 4096
@@ -47,7 +47,8 @@ _RANGES = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 Check = Callable[[dict[str, Any]], bool]
 # value -> (bits decided by the value alone, ((bit, rest bit it needs too), ...),
 #           ((bit, check of the other atoms), ...))
-Table = dict[Any, tuple[int, tuple[tuple[int, int], ...], tuple[tuple[int, Check], ...]]]
+Hit = tuple[int, tuple[tuple[int, int], ...], tuple[tuple[int, Check], ...]]
+Table = dict[Any, Hit]
 # (node id, parent id or -1, patterns completed there, negations waiting there)
 Transition = tuple[int, int, tuple[int, ...], tuple[int, ...]]
 # (negations cancelled, transitions, whether the firings they can make come out in
@@ -100,8 +101,8 @@ def probe_lines(
             if atom.op in _RANGES and atom.attr not in numeric:
                 v, is_number = src.temp(), src.temp()
                 numeric[atom.attr] = (v, is_number)
-                src.add(i, f"{v} = a.get({src.const(atom.attr)})")
-                src.add(i, f"{is_number} = type({v}) in NUM")
+                src.add(i, f"{v} = {src.get(atom.attr)}")
+                src.add(i, f"{is_number} = {src.of_type(v, (float, int))}")
     for sid, atoms in plain:
         bit = src.const(1 << sid)
         parts = []
@@ -121,38 +122,81 @@ def probe_lines(
         h = src.temp()
         src.add(indent, f"{h} = {src.const(table)}.get({value})")
         src.add(indent, f"if {h} is not None:")
-        src.add(indent + 1, f"m |= {h}[0]")
+        hit_lines(table, h, indent + 1)
+
+    def hit_lines(table: Table, h: str, indent: int) -> None:
+        src.add(indent, f"m |= {h}[0]")
         # Guarded by the tuple's truth: most values need nothing more, and a loop over
         # an empty tuple still makes an iterator.
         if any(needs for _, needs, _ in table.values()):
-            src.add(indent + 1, f"if {h}[1]:")
-            src.add(indent + 2, f"for bit, need in {h}[1]:")
-            src.add(indent + 3, "if m & need:")
-            src.add(indent + 4, "m |= bit")
+            src.add(indent, f"if {h}[1]:")
+            src.add(indent + 1, f"for bit, need in {h}[1]:")
+            src.add(indent + 2, "if m & need:")
+            src.add(indent + 3, "m |= bit")
         if any(checks for _, _, checks in table.values()):
-            src.add(indent + 1, f"if {h}[2]:")
-            src.add(indent + 2, f"for bit, check in {h}[2]:")
-            src.add(indent + 3, "if check(a):")
-            src.add(indent + 4, "m |= bit")
+            src.add(indent, f"if {h}[2]:")
+            src.add(indent + 1, f"for bit, check in {h}[2]:")
+            src.add(indent + 2, "if check(a):")
+            src.add(indent + 3, "m |= bit")
 
     for attr, table in scalar.items():
         v = src.temp()
         # Not a bool: True == 1 would find the steps anchored on 1.
-        src.add(i, f"{v} = a.get({src.const(attr)})")
-        src.add(i, f"if type({v}) in SCALAR_KEYS:")
+        src.add(i, f"{v} = {src.get(attr)}")
+        src.add(i, f"if {src.of_type(v, (str, int, float))}:")
         hits(table, v, i + 1)
     for attr, table in contains.items():
-        v, x = src.temp(), src.temp()
-        src.add(i, f"{v} = a.get({src.const(attr)})")
+        # A list's hits are those of its values together (see list_hits), looked up as
+        # one tuple in the memo of the lists of strings seen.
+        v, h = src.temp(), src.temp()
+        lists: dict[tuple[str, ...], Hit] = {}
+        src.add(i, f"{v} = {src.get(attr)}")
         src.add(i, f"if type({v}) is list:")
-        src.add(i + 1, f"for {x} in {v}:")
-        src.add(i + 2, f"if type({x}) in SCALAR_KEYS:")
-        hits(table, x, i + 3)
-        src.add(i, f"elif type({v}) in SCALAR_KEYS:")
+        src.add(i + 1, "try:")
+        src.add(i + 2, f"{h} = {src.const(lists)}.get(tuple({v}))")
+        src.add(i + 1, "except TypeError:  # an unhashable value: never remembered")
+        src.add(i + 2, f"{h} = None")
+        src.add(i + 1, f"if {h} is None:")
+        src.add(i + 2, f"{h} = {src.const(list_hits(table, lists))}({v})")
+        hit_lines(table, h, i + 1)
+        src.add(i, f"elif {src.of_type(v, (str, int, float))}:")
         hits(table, v, i + 1)
     # The rest bits (pseudo-steps) were only needed above: the mask names steps only.
     if keep is not None:
         src.add(i, f"m &= {src.const(keep)}")
+
+
+def list_hits(table: Table, memo: dict[tuple[str, ...], Hit]) -> Callable[[list[Any]], Hit]:
+    """``hits(values)``: the hit of a list attribute for a ``contains`` table, the hits
+    of its values (str, int or float; others find nothing) together: their bits, the
+    ``(bits, rest bit)`` pairs of any of them, one per rest bit, and their ``(bit,
+    check)`` pairs, once each (a rest bit is never a step's bit, so the order they are
+    tested in changes nothing).
+    A list of strings is remembered in ``memo`` (at most ``MAX_MEMO`` lists): a list
+    equal to it, value by value, has the same hits (numbers are never remembered:
+    ``True == 1``, and a boolean finds no step)."""
+
+    def hits(values: list[Any]) -> Hit:
+        bits = 0
+        needs: dict[int, int] = {}  # rest bit -> the bits it lets through
+        checks: dict[tuple[int, Check], None] = {}
+        strings = True
+        for x in values:
+            if type(x) in SCALAR_KEYS:
+                hit = table.get(x)
+                if hit is not None:
+                    bits |= hit[0]
+                    for bit, need in hit[1]:
+                        needs[need] = needs.get(need, 0) | bit
+                    checks.update(dict.fromkeys(hit[2]))
+            if type(x) is not str:
+                strings = False
+        made = (bits, tuple((bit, need) for need, bit in needs.items()), tuple(checks))
+        if strings and len(memo) < MAX_MEMO:
+            memo[tuple(values)] = made
+        return made
+
+    return hits
 
 
 def plan(
@@ -238,7 +282,7 @@ def advance_lines(src: Source, patterns: Any, indent: int) -> None:
     src.add(i + 2, "if parent < 0:")
     src.add(i + 3, "chain = (seq, ts, ev)")
     src.add(i + 2, "else:")
-    src.add(i + 3, "prev = chains.get(parent)")
+    src.add(i + 3, "prev = chains[parent]")
     src.add(i + 3, "if prev is None or prev[-1].ts > ts:")
     src.add(i + 4, "continue")
     src.add(i + 3, "chain = prev + (ev,)")
@@ -248,7 +292,7 @@ def advance_lines(src: Source, patterns: Any, indent: int) -> None:
     src.add(i + 3, "span = ts - chain[1]")
     src.add(i + 3, "fired = state.fired")
     src.add(i + 3, "for p in fires:")
-    src.add(i + 4, f"if span <= {withins}[p] and chain[0] > fired.get(p, -1):")
+    src.add(i + 4, f"if span <= {withins}[p] and chain[0] > fired[p]:")
     src.add(i + 5, "fired[p] = seq")
     src.add(i + 5, f"out.append(NEW({firing}, ({names}[p], key, chain[2:])))")
     src.add(i + 5, f"{stats}.firings += 1")
@@ -285,8 +329,8 @@ def _memoized(
             tables[attr] = scalar.pop(attr)
         bits = compile_probe(steps, tables, {}, label, memo=False)
         key, v, b, memo = src.const(attr), src.temp(), src.temp(), src.const({})
-        src.add(i, f"{v} = a.get({key})")
-        src.add(i, f"if type({v}) in {src.const(MEMO_KEYS)}:")
+        src.add(i, f"{v} = {src.get(attr)}")
+        src.add(i, f"if {src.of_type(v, (float, int, str, type(None)))}:")
         src.add(i + 1, f"{b} = {memo}.get({v})")
         src.add(i + 1, f"if {b} is None:")
         src.add(i + 2, f"{b} = {src.const(bits)}({{{key}: {v}}})")

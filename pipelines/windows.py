@@ -85,7 +85,7 @@ class Aggregate:
         elif kind == "sliding":
             assert window is not None
             slide = window.slide
-            self.init = lambda ts: [ts - ts % slide, {}, new()]
+            self.init = lambda ts: [ts - ts % slide, {}, new(), None]
 
             def merged(panes: dict[float, Any]) -> Any:
                 total = new()

@@ -179,7 +179,7 @@ def _holds(s: Step, event: Event) -> bool:
 def test_filters_in_front_of_one_group_still_filter() -> None:
     """A walk that is only filters (type and where) before one group lets through only
     the events that pass every filter."""
-    stages = [
+    stages: list[dict[str, Any]] = [
         {"op": "filter", "type": ["a", "b"]},
         {"op": "filter", "where": {"v": {"gte": 2}, "g": {"contains": "x"}}},
         {"op": "key_by", "attr": "u"},
