@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -53,11 +54,14 @@ class BatchPolicy:
 
 @dataclass(slots=True)
 class BatchObserver:
-    """Where a batcher reports; the default observes nothing (tests, the benchmark)."""
+    """Where a batcher reports, once a run: its rows, requests and run time; each
+    request's wait before it; each answered request's latency (arrival to result). The
+    default observes nothing (tests, the benchmark). The queue's depth is read, not
+    reported: :attr:`MicroBatcher.queued_rows`."""
 
     on_batch: Callable[[int, int, float], None] = lambda rows, requests, run_s: None
-    on_queued: Callable[[float], None] = lambda waited_s: None
-    on_depth: Callable[[int], None] = lambda rows: None
+    on_queued: Callable[[list[float]], None] = lambda waits_s: None
+    on_answered: Callable[[list[float]], None] = lambda latencies_s: None
 
 
 @dataclass(slots=True)
@@ -97,7 +101,7 @@ class MicroBatcher:
         self.queued_rows = 0
         self._arrived = asyncio.Event()
         self._filled = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers: set[asyncio.Task[None]] = set()
         self._retired = False
         self._closed = False
         # Recent run time per row, for an honest Retry-After.
@@ -118,20 +122,21 @@ class MicroBatcher:
                 details={"queued_rows": self.queued_rows},
             )
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
-        key = tuple(array.shape[1:] for array in feeds.values())
+        key = tuple([array.shape[1:] for array in feeds.values()])
         self._queue.append(_Pending(feeds, rows, key, future))
         self.queued_rows += rows
-        self._observer.on_depth(self.queued_rows)
         self._arrived.set()
         if self.queued_rows >= self.policy.max_batch:
             self._filled.set()
-        self._ensure_workers()
+        if len(self._workers) < self.policy.concurrency:
+            self._start_workers()
         return await future
 
-    def _ensure_workers(self) -> None:
-        self._workers = [w for w in self._workers if not w.done()]
+    def _start_workers(self) -> None:
         while len(self._workers) < self.policy.concurrency:
-            self._workers.append(asyncio.create_task(self._work(), name=f"batcher:{self._label}"))
+            worker = asyncio.create_task(self._work(), name=f"batcher:{self._label}")
+            worker.add_done_callback(self._workers.discard)  # (one cancelled before it ran)
+            self._workers.add(worker)
 
     def retire(self) -> None:
         """Stop the workers once the queue is empty; later submits start them again."""
@@ -141,9 +146,10 @@ class MicroBatcher:
     async def close(self) -> None:
         """Cancel the workers and fail whatever is still queued."""
         self._closed = True
-        for worker in self._workers:
+        workers = list(self._workers)
+        for worker in workers:
             worker.cancel()
-        for worker in self._workers:
+        for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         while self._queue:
@@ -155,6 +161,13 @@ class MicroBatcher:
         self.queued_rows = 0
 
     async def _work(self) -> None:
+        try:
+            await self._work_until_retired()
+        finally:
+            # At once, not in a later callback: a submit right after must start a worker.
+            self._workers.discard(asyncio.current_task())
+
+    async def _work_until_retired(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
@@ -202,7 +215,6 @@ class MicroBatcher:
             batch.append(self._queue.popleft())
             self.queued_rows -= head.rows
             rows += head.rows
-        self._observer.on_depth(self.queued_rows)
         return batch
 
     @staticmethod
@@ -231,8 +243,7 @@ class MicroBatcher:
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.perf_counter()
-        for pending in batch:
-            self._observer.on_queued(started - pending.enqueued)
+        self._observer.on_queued([started - pending.enqueued for pending in batch])
         self._last_requests = len(batch)
         batch, feeds = self._admit(batch, self._merge_feeds(batch))
         if not batch:
@@ -253,12 +264,16 @@ class MicroBatcher:
                 return
             self._fail(batch[0], exc)
             return
-        elapsed = time.perf_counter() - started
+        done = time.perf_counter()
+        elapsed = done - started
         self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * elapsed / rows
         self._observer.on_batch(rows, len(batch), elapsed)
+        latencies = []
         for pending, part in zip(batch, parts, strict=True):
             if not pending.future.done():
                 pending.future.set_result(part)
+                latencies.append(done - pending.enqueued)
+        self._observer.on_answered(latencies)
 
     @staticmethod
     def _split(outputs: Arrays, sizes: list[int]) -> list[Arrays]:
@@ -271,9 +286,12 @@ class MicroBatcher:
                     f"Output {name!r} has shape {list(array.shape)} for a batch of {total} "
                     "rows; it cannot be split per request."
                 )
-        bounds = np.cumsum(sizes)[:-1]
-        split = {name: np.split(array, bounds) for name, array in outputs.items()}
-        return [{name: pieces[i] for name, pieces in split.items()} for i in range(len(sizes))]
+        parts = []
+        start = 0
+        for stop in itertools.accumulate(sizes):  # views, like np.split's, without its cost
+            parts.append({name: array[start:stop] for name, array in outputs.items()})
+            start = stop
+        return parts
 
     def _fail(self, pending: _Pending, exc: Exception) -> None:
         if pending.future.done():

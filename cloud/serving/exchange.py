@@ -3,6 +3,7 @@ answer. Shared by the route and the fast path, so both answer exactly alike."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,8 @@ DECODE_INLINE_BYTES = 256 * 1024
 class Answer:
     body: bytes
     media_type: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]
+    raw_headers: tuple[tuple[bytes, bytes], ...]  # the same, for raw ASGI
 
 
 async def answer(
@@ -45,9 +47,8 @@ async def answer(
 
     arrays = decode() if len(body) <= DECODE_INLINE_BYTES else await run_in_threadpool(decode)
     served, outputs = await pool.infer(name, version, arrays)
-    headers = {"X-Tandem-Model": served.name, "X-Tandem-Model-Version": str(served.version)}
     if response_type == codec.NPZ:
-        return Answer(codec.encode_npz(outputs), codec.NPZ, headers)
+        return Answer(codec.encode_npz(outputs), codec.NPZ, served.headers, served.raw_headers)
     bad = non_finite_outputs(outputs)
     if bad:
         raise ModelRunFailed(
@@ -56,4 +57,9 @@ async def answer(
             "to receive them, or fix the model.",
             details={"outputs": bad},
         )
-    return Answer(codec.encode_json(served.name, served.version, outputs), codec.JSON, headers)
+    return Answer(
+        codec.encode_json(served.name, served.version, outputs),
+        codec.JSON,
+        served.headers,
+        served.raw_headers,
+    )

@@ -50,12 +50,15 @@ class ServingFastPath:
         self.context = context
         self.pool = pool
         self.max_body = context.settings.serving_max_body_bytes
-        self.answered = Counter(
+        answered = Counter(
             "tandem_serving_fast_path_requests_total",
             "Inference requests answered below the framework (the rest take the full app).",
             ["route"],
             registry=context.metrics.registry,
         )
+        self.answered = {
+            route: answered.labels(route.path) for route in (_INFER_ROUTE, _NOOP_ROUTE)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -68,7 +71,7 @@ class ServingFastPath:
                 )
                 if handled:
                     scope["route"] = route
-                    self.answered.labels(route.path).inc()
+                    self.answered[route].inc()
                     return
         await self.app(scope, receive, send)
 
@@ -131,6 +134,5 @@ class ServingFastPath:
                 "Retry, and report the request id if it persists.",
             )(scope, receive, send)
             return True, receive
-        extra = [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
-        await respond(send, 200, result.body, result.media_type.encode(), extra)
+        await respond(send, 200, result.body, result.media_type.encode(), list(result.raw_headers))
         return True, receive

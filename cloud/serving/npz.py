@@ -7,6 +7,13 @@ with ``struct``, each member's CRC is checked, its header matched by one regular
 and its array made over the body's bytes without a copy. Anything else (compressed members,
 zip64, other writers' headers) goes through ``zipfile`` and numpy's own parser. Both paths
 refuse object dtypes, so nothing is ever unpickled, and both bound the array bytes.
+
+What a client's ``np.savez`` writes is cheaper still: :func:`_plain_arrays` reads such an
+archive (no comment, native C-order arrays, each member's name and header looked up whole
+in a cache of those seen before) in one pass over the directory, a few operations a
+member, and builds each array with one constructor call. At the first thing it does not
+expect it gives up and the member-by-member reader decides, with its errors. A request
+body of seven small arrays costs about a third of what that reader takes.
 """
 
 from __future__ import annotations
@@ -152,12 +159,85 @@ def _too_large(name: str, nbytes: int, budget: int) -> PayloadTooLarge:
     )
 
 
+_NPY_V1 = _NPY_MAGIC + b"\x01\x00"
+
+
+@functools.lru_cache(maxsize=512)
+def _plain_member(
+    raw_name: bytes, header: bytes
+) -> tuple[str, np.dtype[Any], tuple[int, ...], int] | None:
+    """(input name, dtype, shape, data bytes) of a member named ``raw_name`` whose .npy
+    header (magic included) is ``header``, when both are as ``np.savez`` writes them for a
+    native, C-order, numeric array; None for anything else."""
+    if header[:8] != _NPY_V1 or not raw_name.endswith(b".npy") or not raw_name.isascii():
+        return None
+    try:
+        known = _numpy_header(header[10:])
+    except (TypeError, ValueError):  # a descr numpy does not know ('<f3')
+        return None
+    if known is None:
+        return None
+    shape, fortran, dtype = known
+    if fortran or not dtype.isnative or dtype.kind not in "biuf":
+        return None
+    return raw_name[:-4].decode("ascii"), dtype, shape, math.prod(shape) * dtype.itemsize
+
+
+def _plain_arrays(body: bytes, max_bytes: int) -> dict[str, np.ndarray[Any, Any]] | None:
+    """The arrays of an archive exactly as ``np.savez`` writes it, or None (undecided: the
+    general path reads the body and words any error)."""
+    end = len(body) - _END.size
+    if end < 0 or body[end : end + 4] != b"PK\x05\x06":
+        return None
+    _, disk, cd_disk, on_disk, total, cd_size, cd_offset, comment = _END.unpack_from(body, end)
+    if disk or cd_disk or comment or on_disk != total or total > MAX_ARRAYS:
+        return None
+    if cd_offset + cd_size != end:
+        return None
+    view = memoryview(body)
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    budget = max_bytes
+    position = cd_offset
+    for _ in range(total):
+        if position + _ENTRY.size > end:
+            return None
+        signature, flags, method, crc, size, full, name_len, extra_len, comment_len, local = (
+            _ENTRY.unpack_from(body, position)
+        )
+        if signature != b"PK\x01\x02" or method != 0 or flags & 0x1 or size != full:
+            return None
+        raw_name = body[position + 46 : position + 46 + name_len]
+        position += 46 + name_len + extra_len + comment_len
+        if local + _LOCAL.size > cd_offset:
+            return None
+        local_signature, local_name, local_extra = _LOCAL.unpack_from(body, local)
+        start = local + _LOCAL.size + local_name + local_extra
+        if local_signature != b"PK\x03\x04" or start + size > cd_offset or size < 10:
+            return None
+        if zlib.crc32(view[start : start + size]) != crc:
+            return None
+        data = start + 10 + body[start + 8] + (body[start + 9] << 8)
+        member = _plain_member(raw_name, body[start:data])
+        if member is None:
+            return None
+        name, dtype, shape, nbytes = member
+        if nbytes > budget or data + nbytes != start + size or name in arrays:
+            return None
+        # (the constructor over the body's bytes: a third of frombuffer and reshape)
+        arrays[name] = np.ndarray(shape, dtype, body, data)
+        budget -= nbytes
+    return arrays
+
+
 def read_arrays(body: bytes, *, max_bytes: int) -> dict[str, np.ndarray[Any, Any]]:
     """The named arrays of an ``np.savez`` archive holding at most ``max_bytes`` of data.
 
     Total over its input: arrays, or InvalidTensorBody (unreadable), InvalidModelInput (a
     non-numeric array) or PayloadTooLarge.
     """
+    plain = _plain_arrays(body, max_bytes)
+    if plain is not None:
+        return plain
     arrays: dict[str, np.ndarray[Any, Any]] = {}
     try:
         members = _stored_members(body)
@@ -195,17 +275,25 @@ def _descr(dtype: np.dtype[Any]) -> str:
     return str(np.lib.format.dtype_to_descr(dtype))
 
 
-def _npy_bytes(array: np.ndarray[Any, Any]) -> bytes:
-    """``array`` as an .npy file (format 1.0), as ``np.save`` writes it."""
-    if not array.flags.c_contiguous:
-        array = array.copy(order="C")  # (ascontiguousarray would make a 0-d array 1-d)
-    dims = ", ".join(str(d) for d in array.shape) + ("," if array.ndim == 1 else "")
-    header = f"{{'descr': '{_descr(array.dtype)}', 'fortran_order': False, 'shape': ({dims}), }}"
+@functools.lru_cache(maxsize=256)
+def _npy_header(dtype: np.dtype[Any], shape: tuple[int, ...]) -> tuple[bytes, int]:
+    """The .npy header (format 1.0) ``np.save`` writes for an array, and its CRC-32; cached,
+    as a model answers in the same few shapes."""
+    dims = ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "")
+    header = f"{{'descr': '{_descr(dtype)}', 'fortran_order': False, 'shape': ({dims}), }}"
     # Magic, version, length, header and its newline end on a 64-byte boundary.
     header += " " * (-(10 + len(header) + 1) % 64) + "\n"
-    return b"".join(
-        (_NPY_MAGIC, b"\x01\x00", len(header).to_bytes(2, "little"), header.encode(), array.data)
-    )
+    raw = b"".join((_NPY_MAGIC, b"\x01\x00", len(header).to_bytes(2, "little"), header.encode()))
+    return raw, zlib.crc32(raw)
+
+
+def _npy_member(array: np.ndarray[Any, Any]) -> tuple[tuple[bytes, Any], int, int]:
+    """``array`` as an .npy file (header, data), its size and CRC-32."""
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+    header, header_crc = _npy_header(array.dtype, array.shape)
+    data = array.data
+    return (header, data), len(header) + array.nbytes, zlib.crc32(data, header_crc)
 
 
 def write_arrays(arrays: dict[str, np.ndarray[Any, Any]]) -> bytes:
@@ -216,15 +304,14 @@ def write_arrays(arrays: dict[str, np.ndarray[Any, Any]]) -> bytes:
         buffer = io.BytesIO()
         np.savez(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
-    parts: list[bytes] = []
+    parts: list[Any] = []  # bytes, and the arrays' buffers
     entries: list[bytes] = []
     offset = 0
     for name, array in arrays.items():
-        data = _npy_bytes(array)
+        data, size, crc = _npy_member(array)
         filename = f"{name}.npy".encode()
-        crc = zlib.crc32(data)
         local = _LOCAL_OUT.pack(
-            b"PK\x03\x04", 20, 0x800, 0, 0, _DOS_DATE, crc, len(data), len(data), len(filename), 0
+            b"PK\x03\x04", 20, 0x800, 0, 0, _DOS_DATE, crc, size, size, len(filename), 0
         )
         entries.append(
             _ENTRY_OUT.pack(
@@ -236,8 +323,8 @@ def write_arrays(arrays: dict[str, np.ndarray[Any, Any]]) -> bytes:
                 0,
                 _DOS_DATE,
                 crc,
-                len(data),
-                len(data),
+                size,
+                size,
                 len(filename),
                 0,
                 0,
@@ -248,8 +335,8 @@ def write_arrays(arrays: dict[str, np.ndarray[Any, Any]]) -> bytes:
             )
             + filename
         )
-        parts += (local, filename, data)
-        offset += len(local) + len(filename) + len(data)
+        parts += (local, filename, *data)
+        offset += len(local) + len(filename) + size
     directory = b"".join(entries)
     end = _END.pack(b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), offset, 0)
     return b"".join((*parts, directory, end))

@@ -23,13 +23,16 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from cloud.core.broker import BrokerUnavailable
 from cloud.core.context import CloudContext
@@ -55,6 +58,10 @@ class ServedModel:
     session: LoadedSession
     batcher: MicroBatcher
     executor: ThreadPoolExecutor
+    # X-Tandem-Model and X-Tandem-Model-Version, as every answer of this version carries
+    # (and as raw ASGI headers, for the fast path).
+    headers: Mapping[str, str]
+    raw_headers: tuple[tuple[bytes, bytes], ...]
 
 
 class ServingPool:
@@ -110,6 +117,7 @@ class ServingPool:
         for served in self._models.values():
             await served.batcher.close()
             served.executor.shutdown(wait=False, cancel_futures=True)
+            self._forget(served)
         self._models.clear()
         self.metrics.loaded.set(0)
 
@@ -122,19 +130,16 @@ class ServingPool:
         # Counted from here on: a label per unknown name would let callers grow the
         # metrics without bound.
         served = await self.get(name, version)
-        requests = self.metrics.requests
         try:
             # Values are checked by the batcher, once per merged batch.
             feeds, rows = check_inputs(
                 served.session.signature, arrays, max_rows=self.max_request_rows, values=False
             )
-            started = time.perf_counter()
+            # Latency and the ok count are reported by the batcher, once per run.
             outputs = await served.batcher.submit(feeds, rows)
         except TandemError as exc:
-            requests.labels(name, exc.code).inc()
+            self.metrics.requests.labels(name, exc.code).inc()
             raise
-        self.metrics.latency_seconds.labels(name).observe(time.perf_counter() - started)
-        requests.labels(name, "ok").inc()
         return served, outputs
 
     async def get(self, name: str, version: int | None = None) -> ServedModel:
@@ -157,7 +162,9 @@ class ServingPool:
     # -- loading ------------------------------------------------------------------------
 
     async def _load_latest(self, name: str) -> int:
-        version = await asyncio.to_thread(self._latest_version, name)
+        # Through anyio, not asyncio.to_thread: a cancelled caller (the pool closing) waits
+        # for the thread, so no read reaches the database after the app disposed of it.
+        version = await run_in_threadpool(self._latest_version, name)
         await self._load((name, version))
         self._latest[name] = (version, time.monotonic())
         return version
@@ -216,9 +223,9 @@ class ServingPool:
 
     async def _load_now(self, key: Key) -> ServedModel:
         name, version = key
-        row, data = await asyncio.to_thread(self._read_model, name, version)
+        row, data = await run_in_threadpool(self._read_model, name, version)
         started = time.perf_counter()
-        session = await asyncio.to_thread(load_session, data, self.options)
+        session = await run_in_threadpool(load_session, data, self.options)
         self.metrics.load_seconds.observe(time.perf_counter() - started)
         log.info(
             "model loaded",
@@ -227,42 +234,63 @@ class ServingPool:
         executor = ThreadPoolExecutor(
             max_workers=self.policy.concurrency, thread_name_prefix=f"serve-{name}-{version}"
         )
+        batcher = MicroBatcher(
+            session.run,
+            policy=self.policy,
+            executor=executor,
+            batchable=session.signature.batchable,
+            label=f"{name!r} version {version}",
+            observer=self._observer(name),
+            validate=functools.partial(check_values, session.signature),
+        )
+        # Read when /metrics is scraped, rather than set on every change of the queue.
+        self.metrics.queued_rows.labels(name, str(version)).set_function(
+            lambda: batcher.queued_rows
+        )
+        headers = {"X-Tandem-Model": name, "X-Tandem-Model-Version": str(version)}
         served = ServedModel(
             name=name,
             version=version,
             target=row.target,
             session=session,
-            batcher=MicroBatcher(
-                session.run,
-                policy=self.policy,
-                executor=executor,
-                batchable=session.signature.batchable,
-                label=f"{name!r} version {version}",
-                observer=self._observer(name, version),
-                validate=functools.partial(check_values, session.signature),
-            ),
+            batcher=batcher,
             executor=executor,
+            headers=MappingProxyType(headers),
+            raw_headers=tuple((k.lower().encode(), v.encode()) for k, v in headers.items()),
         )
         self._models[key] = served
         self._evict()
         gc.freeze()  # the session and signature too (no collection: requests are in flight)
         return served
 
-    def _observer(self, name: str, version: int) -> BatchObserver:
+    def _observer(self, name: str) -> BatchObserver:
         m = self.metrics
         rows_h, requests_h, run_h = (
             m.batch_rows.labels(name),
             m.batch_requests.labels(name),
             m.run_seconds.labels(name),
         )
-        queue_h, depth = m.queue_seconds.labels(name), m.queued_rows.labels(name, str(version))
+
+        ok = m.requests.labels(name, "ok")
 
         def on_batch(rows: int, requests: int, run_s: float) -> None:
             rows_h.observe(rows)
             requests_h.observe(requests)
             run_h.observe(run_s)
 
-        return BatchObserver(on_batch=on_batch, on_queued=queue_h.observe, on_depth=depth.set)
+        def on_queued(waits_s: list[float]) -> None:
+            m.queue_seconds.observe_many(name, waits_s)
+
+        def on_answered(latencies_s: list[float]) -> None:
+            m.latency_seconds.observe_many(name, latencies_s)
+            ok.inc(len(latencies_s))
+
+        return BatchObserver(on_batch=on_batch, on_queued=on_queued, on_answered=on_answered)
+
+    def _forget(self, served: ServedModel) -> None:
+        """Stop reporting the queue of a version no longer loaded (and let it be freed)."""
+        with contextlib.suppress(KeyError):
+            self.metrics.queued_rows.remove(served.name, str(served.version))
 
     def _evict(self) -> None:
         while len(self._models) > self._max_loaded:
@@ -272,6 +300,7 @@ class ServingPool:
             # Requests already queued finish; the worker then exits and the session is freed.
             served.batcher.retire()
             served.executor.shutdown(wait=False)
+            self._forget(served)
             log.info("model evicted", extra={"model": name, "version": version})
         self.metrics.loaded.set(len(self._models))
 
@@ -287,7 +316,7 @@ class ServingPool:
     async def _refresh(self, name: str) -> None:
         """Make the newest registered version latest, once it is loaded and warm."""
         try:
-            version = await asyncio.to_thread(self._latest_version, name)
+            version = await run_in_threadpool(self._latest_version, name)
             await self._load((name, version))
         except Exception as exc:
             # The version in service keeps serving; the next refresh tries again.

@@ -231,16 +231,22 @@ async def test_outputs_that_cannot_be_split_fail_clearly(executor: ThreadPoolExe
 async def test_observer_sees_batch_rows_requests_and_queue_time(
     executor: ThreadPoolExecutor,
 ) -> None:
-    """The observer is told each call's rows and request count, and each request's wait."""
+    """The observer is told each call's rows and request count, and, once a call, each
+    request's wait and each answered request's latency (no shorter than its wait)."""
     batches: list[tuple[int, int]] = []
-    waits: list[float] = []
+    waits: list[list[float]] = []
+    latencies: list[list[float]] = []
     observer = BatchObserver(
-        on_batch=lambda r, n, _s: batches.append((r, n)), on_queued=waits.append
+        on_batch=lambda r, n, _s: batches.append((r, n)),
+        on_queued=waits.append,
+        on_answered=latencies.append,
     )
     b = batcher(RecordingModel(), executor, max_batch=4, observer=observer)
     await asyncio.gather(b.submit(rows(1, 2), 2), b.submit(rows(3), 1), b.submit(rows(4), 1))
     assert batches == [(4, 3)]
-    assert len(waits) == 3 and all(w >= 0 for w in waits)
+    assert len(waits) == 1 and len(waits[0]) == 3 and all(w >= 0 for w in waits[0])
+    assert len(latencies) == 1 and len(latencies[0]) == 3
+    assert all(lat >= w for lat, w in zip(latencies[0], waits[0], strict=True))
     await b.close()
 
 

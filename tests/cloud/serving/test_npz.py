@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cloud.core.errors import PayloadTooLarge
+from cloud.core.errors import InvalidTensorBody, PayloadTooLarge
 from cloud.serving import npz
+from tests.cloud.serving import onnx_models
+from tests.cloud.serving.helpers import npz_bytes
 
 ARRAYS: dict[str, np.ndarray[Any, Any]] = {
     "scores": np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4),
@@ -56,3 +58,44 @@ def test_array_data_is_bounded() -> None:
     npz.read_arrays(data, max_bytes=16_000)
     with pytest.raises(PayloadTooLarge):
         npz.read_arrays(data, max_bytes=15_999)
+
+
+def test_request_bodies_take_the_direct_path_with_the_general_paths_result() -> None:
+    """A body as np.savez writes it for a request is read by the direct path, into the
+    same arrays (names, dtypes, shapes, values) as the general reader's."""
+    body = npz_bytes(**onnx_models.recommender_inputs(3))
+    direct = npz._plain_arrays(body, 1 << 20)
+    assert direct is not None
+    general = npz.read_arrays(body + b"", max_bytes=1 << 20)
+    assert direct.keys() == general.keys()
+    for name, array in general.items():
+        assert direct[name].dtype == array.dtype and direct[name].shape == array.shape
+        np.testing.assert_array_equal(direct[name], array)
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"big_endian": ARRAYS["big_endian"]},
+        {"fortran": ARRAYS["fortran"]},
+        {"námé": ARRAYS["námé"]},
+    ],
+    ids=["big-endian", "fortran", "non-ascii-name"],
+)
+def test_unusual_archives_are_left_to_the_general_path(arrays: dict[str, Any]) -> None:
+    """Byte orders, layouts and names the direct path does not expect are read by the
+    general path, correctly."""
+    body = savez(**arrays)
+    assert npz._plain_arrays(body, 1 << 20) is None
+    read = npz.read_arrays(body, max_bytes=1 << 20)
+    for name, expected in arrays.items():
+        np.testing.assert_array_equal(read[name], expected)
+
+
+def test_a_corrupted_member_is_refused() -> None:
+    """A body whose array bytes do not match their CRC is a 400, not arrays."""
+    body = bytearray(savez(x=np.arange(4, dtype=np.int64)))
+    body[body.index(b"NUMPY") + 130] ^= 0xFF  # a byte of the array data
+    assert npz._plain_arrays(bytes(body), 1 << 20) is None
+    with pytest.raises(InvalidTensorBody):
+        npz.read_arrays(bytes(body), max_bytes=1 << 20)
