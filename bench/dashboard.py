@@ -179,7 +179,13 @@ def seed(database_url: str, devices: int, deployments: int, rng: random.Random) 
                     "state": state,
                     "state_reason": "" if state == "active" else f"{state} by an admin",
                     "stage": rng.randint(0, 3),
-                    "stage_started_at": now - timedelta(hours=deployments - i),
+                    # A live rollout's stage began recently, its soak not yet over: one
+                    # whose gates had long been met would have been advanced by the sweeper
+                    # already, and would be advanced during the measurement (each step
+                    # re-materialises the whole fleet), a state a running cloud never holds.
+                    "stage_started_at": now - timedelta(minutes=1)
+                    if state == "active"
+                    else now - timedelta(hours=deployments - i),
                     "created_at": now - timedelta(hours=deployments - i),
                     "updated_at": now - timedelta(hours=deployments - i),
                     "rev": 2,
