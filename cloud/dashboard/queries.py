@@ -14,7 +14,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from cloud.core.db import utcnow
-from cloud.core.pagination import decode_cursor, encode_cursor
+from cloud.core.pagination import decode_cursor, encode_cursor, keyset_page
 from cloud.deploy.tables import DeviceTaskRow, TaskStatusRow
 from cloud.devices.tables import DeviceRow, DeviceTagRow
 from cloud.registry.tables import ModelVersionRow
@@ -172,13 +172,16 @@ def device(session: Session, device_id: str) -> DeviceDetail | None:
 
 def models(session: Session, cursor: str | None, limit: int = MODEL_PAGE) -> ModelPage:
     """Model versions, newest first."""
-    query = select(ModelVersionRow)
-    if cursor:
-        query = query.where(ModelVersionRow.id < decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(ModelVersionRow.id.desc()).limit(limit + 1)))
+    rows, next_cursor = keyset_page(
+        session,
+        select(ModelVersionRow),
+        ModelVersionRow.id,
+        limit=limit,
+        cursor=cursor,
+        newest_first=True,
+    )
     names = session.scalar(select(func.count(func.distinct(ModelVersionRow.name)))) or 0
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return ModelPage(rows=rows[:limit], names=names, next_cursor=next_cursor)
+    return ModelPage(rows=rows, names=names, next_cursor=next_cursor)
 
 
 def last_seen_age(now: datetime, then: datetime) -> str:

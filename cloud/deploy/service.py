@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from cloud.core.db import utcnow
 from cloud.core.errors import Conflict, DeploymentNotFound
-from cloud.core.pagination import decode_cursor, encode_cursor
+from cloud.core.pagination import keyset_page
 from cloud.deploy.gates import StageHealth, Verdict, judge
 from cloud.deploy.schemas import (
     Action,
@@ -232,11 +232,9 @@ def list_page(
         query = query.where(DeploymentRow.task_name == task)
     if state is not None:
         query = query.where(DeploymentRow.state == state.value)
-    if cursor:
-        query = query.where(DeploymentRow.id < decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(DeploymentRow.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return keyset_page(
+        session, query, DeploymentRow.id, limit=limit, cursor=cursor, newest_first=True
+    )
 
 
 def live_tasks(session: Session) -> list[str]:

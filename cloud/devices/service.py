@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from cloud.auth.service import redeem_enrollment_key
 from cloud.core.errors import DeviceNotFound
-from cloud.core.pagination import decode_cursor, encode_cursor
+from cloud.core.pagination import keyset_page
 from cloud.core.secrets import TokenKind, hash_token, new_token
 from cloud.devices.tables import DeviceRow, DeviceTagRow
 from device_sdk.wire import DeviceAttributes, DeviceInfo, RegisterDeviceResponse
@@ -127,9 +127,4 @@ def list_page(
     session: Session, filters: DeviceFilter, *, limit: int, cursor: str | None
 ) -> tuple[list[DeviceRow], str | None]:
     """One page of devices in registration order; the cursor is the last seq seen."""
-    query = _filtered(filters)
-    if cursor:
-        query = query.where(DeviceRow.seq > decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(DeviceRow.seq).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return keyset_page(session, _filtered(filters), DeviceRow.seq, limit=limit, cursor=cursor)

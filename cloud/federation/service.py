@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from cloud.blobs.service import record_blob
 from cloud.core.blobstore import BlobStore
 from cloud.core.db import Database, utcnow
-from cloud.core.pagination import decode_cursor, encode_cursor
+from cloud.core.pagination import keyset_page
 from cloud.core.settings import Settings
 from cloud.federation import codec, evaluation
 from cloud.federation.aggregate import to_arrays
@@ -278,11 +278,9 @@ def list_page(
         query = query.where(FederationRoundRow.model == model)
     if status is not None:
         query = query.where(FederationRoundRow.status == status.value)
-    if cursor:
-        query = query.where(FederationRoundRow.id < decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(FederationRoundRow.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return keyset_page(
+        session, query, FederationRoundRow.id, limit=limit, cursor=cursor, newest_first=True
+    )
 
 
 def model_overview(session: Session, name: str) -> FederatedModelOut:
