@@ -10,7 +10,26 @@ from __future__ import annotations
 import contextlib
 import json
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cloud.core.errors import PayloadTooLarge
+
+
+async def read_within(request: Request, limit: int, too_large: PayloadTooLarge) -> bytes:
+    """The whole body of a route with its own, smaller limit: ``too_large`` is raised as
+    soon as the declared length or the bytes streamed so far pass ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class BodyTooLarge(Exception):

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from cloud.coda.ratelimit import RateLimiter
+from cloud.core.body_limit import read_within
 from cloud.core.db import INT32_MAX
 from cloud.core.deps import Admin, Context, CurrentDevice, ReadSession
 from cloud.core.errors import PayloadTooLarge, RateLimited, UnsupportedMediaType
@@ -57,19 +58,12 @@ async def get_federation(request: Request) -> FederationState:
 Federation = Annotated[FederationState, Depends(get_federation)]
 
 
-async def _body(request: Request, limit: int, what: str) -> bytes:
-    """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+async def _read(request: Request, limit: int, what: str) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"{what} may have at most {limit} bytes; this one has {declared}.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"{what} may have at most {limit} bytes; send a smaller one.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    too_large = PayloadTooLarge(f"{what} may have at most {limit} bytes; send a smaller one.")
+    return await read_within(request, limit, too_large)
 
 
 def _parse_update(raw: bytes) -> ModelUpdate:
@@ -118,7 +112,7 @@ async def upload_update(
         raise UnsupportedMediaType(
             f"An update is sent as application/json; this request has Content-Type {media!r}."
         )
-    raw = await _body(request, context.settings.federation_max_update_bytes, "An update")
+    raw = await _read(request, context.settings.federation_max_update_bytes, "An update")
     body = await run_in_threadpool(_parse_update, raw)
     del device  # from here on, nothing about the caller is used
 
@@ -205,7 +199,7 @@ async def put_validation(
                 )
             data = await upload.read()
     else:
-        data = await _body(request, limit, "A validation set")
+        data = await _read(request, limit, "A validation set")
     return await run_in_threadpool(
         service.put_validation, context.db, context.blobs, name, data, max_bytes=limit
     )

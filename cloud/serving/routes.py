@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from cloud.core.body_limit import read_within
 from cloud.core.db import INT32_MAX
 from cloud.core.deps import CurrentPrincipal
 from cloud.core.errors import PayloadTooLarge
@@ -44,23 +45,12 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    too_large = PayloadTooLarge(
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
         f"The inference body is over the {limit}-byte limit; send fewer rows per request "
         "(or the binary .npz form), or raise TANDEM_SERVING_MAX_BODY_BYTES.",
         details={"max_bytes": limit},
     )
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post(
@@ -87,7 +77,8 @@ async def infer(
     settings = request.app.state.context.settings
     request_type = codec.media_type(request.headers.get("content-type"))
     response_type = codec.response_type(request.headers.get("accept"), request_type)
-    body = await _read_body(request, settings.serving_max_body_bytes)
+    limit = settings.serving_max_body_bytes
+    body = await read_within(request, limit, _too_large(limit))
     result = await answer(
         pool,
         name,
@@ -104,5 +95,6 @@ async def infer(
 async def noop(request: Request, _caller: CurrentPrincipal) -> Response:
     """Authenticate, read the body, answer `{}`: what an inference request costs in HTTP
     alone, to tell network and server overhead from model time. Runs nothing."""
-    await _read_body(request, request.app.state.context.settings.serving_max_body_bytes)
+    limit = request.app.state.context.settings.serving_max_body_bytes
+    await read_within(request, limit, _too_large(limit))
     return Response(b"{}", media_type="application/json")
