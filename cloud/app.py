@@ -170,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # In front of the whole stack, the last added outermost: the fast paths for devices'
     # hottest requests, then request ids and metrics, so every response is counted.
     if settings.serving_fast_path:
-        app.add_front_layer(ServingFastPath, context=context, pool=lambda: app.state.serving)
+        app.add_front_layer(ServingFastPath, context=context, pool=app.state.serving)
     if settings.device_fast_path:
         app.add_front_layer(
             DeviceFastPath, context=context, status_writer=lambda: app.state.status_writer

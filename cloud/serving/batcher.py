@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,10 +36,14 @@ from cloud.core.errors import (
     ServiceUnavailable,
     TandemError,
 )
+from cloud.serving.archive import Archive
 
 log = logging.getLogger("tandem.serving")
 
 Arrays = dict[str, np.ndarray[Any, Any]]
+# What a request brings: its arrays, or an archive of a known layout (merged by bytes).
+Feeds = Arrays | Archive
+ShapeKey = tuple[tuple[int, ...], ...]
 RunFn = Callable[[Arrays], Arrays]
 
 
@@ -64,14 +68,22 @@ class BatchObserver:
     on_answered: Callable[[list[float]], None] = lambda latencies_s: None
 
 
-@dataclass(slots=True)
 class _Pending:
-    feeds: Arrays
-    rows: int
-    # Trailing dimensions of every input: only requests that agree can be concatenated.
-    shape_key: tuple[tuple[int, ...], ...]
-    future: asyncio.Future[Arrays]
-    enqueued: float = field(default_factory=time.perf_counter)
+    __slots__ = ("enqueued", "feeds", "future", "rows", "shape_key")
+
+    def __init__(
+        self, feeds: Feeds, rows: int, shape_key: ShapeKey, future: asyncio.Future[Arrays]
+    ) -> None:
+        self.feeds = feeds
+        self.rows = rows
+        # Trailing dimensions of every input: only requests that agree can be concatenated.
+        self.shape_key = shape_key
+        self.future = future
+        self.enqueued = time.perf_counter()
+
+    def arrays(self) -> Arrays:
+        feeds = self.feeds
+        return feeds.arrays() if isinstance(feeds, Archive) else feeds
 
 
 class MicroBatcher:
@@ -108,8 +120,10 @@ class MicroBatcher:
         self._seconds_per_row = 0.001
         self._last_requests = 1
 
-    async def submit(self, feeds: Arrays, rows: int) -> Arrays:
-        """The outputs of the model for ``feeds`` (``rows`` rows), once its batch has run."""
+    async def submit(self, feeds: Feeds, rows: int, shape_key: ShapeKey | None = None) -> Arrays:
+        """The outputs of the model for ``feeds`` (``rows`` rows), once its batch has run.
+        ``shape_key``: the inputs' trailing dimensions, in the model's input order (taken
+        from ``feeds``, arrays then, when not given)."""
         if self._closed:
             raise ServiceUnavailable("The serving pool is shutting down; retry on another replica.")
         if self.queued_rows + rows > self.policy.max_queue_rows:
@@ -122,8 +136,10 @@ class MicroBatcher:
                 details={"queued_rows": self.queued_rows},
             )
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
-        key = tuple([array.shape[1:] for array in feeds.values()])
-        self._queue.append(_Pending(feeds, rows, key, future))
+        if shape_key is None:
+            assert not isinstance(feeds, Archive), "an archive comes with its shape key"
+            shape_key = tuple([array.shape[1:] for array in feeds.values()])
+        self._queue.append(_Pending(feeds, rows, shape_key, future))
         self.queued_rows += rows
         self._arrived.set()
         if self.queued_rows >= self.policy.max_batch:
@@ -219,9 +235,21 @@ class MicroBatcher:
 
     @staticmethod
     def _merge_feeds(batch: list[_Pending]) -> Arrays:
+        first = batch[0].feeds
         if len(batch) == 1:
-            return batch[0].feeds
-        return {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
+            return batch[0].arrays()
+        if isinstance(first, Archive):
+            layout = first.layout
+            bodies = []
+            for pending in batch:
+                feeds = pending.feeds
+                if not isinstance(feeds, Archive) or feeds.layout is not layout:
+                    break
+                bodies.append(feeds.body)
+            else:  # all of one layout: each input joined from the bodies' bytes
+                return layout.merge(bodies)
+        parts = [p.arrays() for p in batch]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _admit(self, batch: list[_Pending], feeds: Arrays) -> tuple[list[_Pending], Arrays]:
         """The requests whose values pass validation, and their feeds; the others fail."""
@@ -235,7 +263,7 @@ class MicroBatcher:
         admitted = []
         for pending in batch:  # find the culprits: each request on its own
             try:
-                self._validate(pending.feeds)
+                self._validate(pending.arrays())
                 admitted.append(pending)
             except TandemError as exc:
                 self._fail(pending, exc)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -43,9 +42,7 @@ _NOOP_ROUTE = RouteTemplate(NOOP)
 
 
 class ServingFastPath:
-    def __init__(
-        self, app: ASGIApp, *, context: CloudContext, pool: Callable[[], ServingPool]
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, context: CloudContext, pool: ServingPool) -> None:
         self.app = app
         self.context = context
         self.pool = pool
@@ -112,7 +109,7 @@ class ServingFastPath:
             return True, receive
         try:
             result = await answer(
-                self.pool(),
+                self.pool,
                 name,
                 version,
                 body,

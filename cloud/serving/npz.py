@@ -8,7 +8,7 @@ and its array made over the body's bytes without a copy. Anything else (compress
 zip64, other writers' headers) goes through ``zipfile`` and numpy's own parser. Both paths
 refuse object dtypes, so nothing is ever unpickled, and both bound the array bytes.
 
-What a client's ``np.savez`` writes is cheaper still: :func:`_plain_arrays` reads such an
+What a client's ``np.savez`` writes is cheaper still: :func:`read_plain` reads such an
 archive (no comment, native C-order arrays, each member's name and header looked up whole
 in a cache of those seen before) in one pass over the directory, a few operations a
 member, and builds each array with one constructor call. At the first thing it does not
@@ -39,26 +39,26 @@ _NPY_HEADER = re.compile(
 _NPY_MAGIC = b"\x93NUMPY"
 # Room for an .npy header beyond the array data, when sizing what a member may hold.
 _HEADER_ALLOWANCE = 64 * 1024
-_END = struct.Struct("<4sHHHHIIH")  # end of central directory
-_ENTRY = struct.Struct("<4s4xHH4xIIIHHH8xI")  # central directory entry (46 bytes)
+END = struct.Struct("<4sHHHHIIH")  # end of central directory
+ENTRY = struct.Struct("<4s4xHH4xIIIHHH8xI")  # central directory entry (46 bytes)
 _LOCAL = struct.Struct("<4s22xHH")  # local file header (30 bytes)
 
 
 def _stored_members(body: bytes) -> list[tuple[str, bytes]] | None:
     """The members of a plain archive of stored files; None when it is anything else."""
     end = body.rfind(b"PK\x05\x06", max(0, len(body) - 65_557))
-    if end < 0 or end + _END.size > len(body):
+    if end < 0 or end + END.size > len(body):
         return None
-    _, disk, cd_disk, on_disk, total, cd_size, cd_offset, _ = _END.unpack_from(body, end)
+    _, disk, cd_disk, on_disk, total, cd_size, cd_offset, _ = END.unpack_from(body, end)
     if disk or cd_disk or on_disk != total or total > MAX_ARRAYS or cd_offset + cd_size > end:
         return None
     members = []
     position = cd_offset
     for _ in range(total):
-        if position + _ENTRY.size > end:
+        if position + ENTRY.size > end:
             return None
         signature, flags, method, crc, size, full, name_len, extra_len, comment_len, local = (
-            _ENTRY.unpack_from(body, position)
+            ENTRY.unpack_from(body, position)
         )
         if signature != b"PK\x01\x02" or method != 0 or flags & 0x1 or size != full:
             return None
@@ -163,7 +163,7 @@ _NPY_V1 = _NPY_MAGIC + b"\x01\x00"
 
 
 @functools.lru_cache(maxsize=512)
-def _plain_member(
+def plain_member(
     raw_name: bytes, header: bytes
 ) -> tuple[str, np.dtype[Any], tuple[int, ...], int] | None:
     """(input name, dtype, shape, data bytes) of a member named ``raw_name`` whose .npy
@@ -183,13 +183,13 @@ def _plain_member(
     return raw_name[:-4].decode("ascii"), dtype, shape, math.prod(shape) * dtype.itemsize
 
 
-def _plain_arrays(body: bytes, max_bytes: int) -> dict[str, np.ndarray[Any, Any]] | None:
+def read_plain(body: bytes, max_bytes: int) -> dict[str, np.ndarray[Any, Any]] | None:
     """The arrays of an archive exactly as ``np.savez`` writes it, or None (undecided: the
     general path reads the body and words any error)."""
-    end = len(body) - _END.size
+    end = len(body) - END.size
     if end < 0 or body[end : end + 4] != b"PK\x05\x06":
         return None
-    _, disk, cd_disk, on_disk, total, cd_size, cd_offset, comment = _END.unpack_from(body, end)
+    _, disk, cd_disk, on_disk, total, cd_size, cd_offset, comment = END.unpack_from(body, end)
     if disk or cd_disk or comment or on_disk != total or total > MAX_ARRAYS:
         return None
     if cd_offset + cd_size != end:
@@ -199,10 +199,10 @@ def _plain_arrays(body: bytes, max_bytes: int) -> dict[str, np.ndarray[Any, Any]
     budget = max_bytes
     position = cd_offset
     for _ in range(total):
-        if position + _ENTRY.size > end:
+        if position + ENTRY.size > end:
             return None
         signature, flags, method, crc, size, full, name_len, extra_len, comment_len, local = (
-            _ENTRY.unpack_from(body, position)
+            ENTRY.unpack_from(body, position)
         )
         if signature != b"PK\x01\x02" or method != 0 or flags & 0x1 or size != full:
             return None
@@ -217,7 +217,7 @@ def _plain_arrays(body: bytes, max_bytes: int) -> dict[str, np.ndarray[Any, Any]
         if zlib.crc32(view[start : start + size]) != crc:
             return None
         data = start + 10 + body[start + 8] + (body[start + 9] << 8)
-        member = _plain_member(raw_name, body[start:data])
+        member = plain_member(raw_name, body[start:data])
         if member is None:
             return None
         name, dtype, shape, nbytes = member
@@ -235,7 +235,7 @@ def read_arrays(body: bytes, *, max_bytes: int) -> dict[str, np.ndarray[Any, Any
     Total over its input: arrays, or InvalidTensorBody (unreadable), InvalidModelInput (a
     non-numeric array) or PayloadTooLarge.
     """
-    plain = _plain_arrays(body, max_bytes)
+    plain = read_plain(body, max_bytes)
     if plain is not None:
         return plain
     arrays: dict[str, np.ndarray[Any, Any]] = {}
@@ -276,7 +276,7 @@ def _descr(dtype: np.dtype[Any]) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _npy_header(dtype: np.dtype[Any], shape: tuple[int, ...]) -> tuple[bytes, int]:
+def npy_header(dtype: np.dtype[Any], shape: tuple[int, ...]) -> tuple[bytes, int]:
     """The .npy header (format 1.0) ``np.save`` writes for an array, and its CRC-32; cached,
     as a model answers in the same few shapes."""
     dims = ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "")
@@ -291,7 +291,7 @@ def _npy_member(array: np.ndarray[Any, Any]) -> tuple[tuple[bytes, Any], int, in
     """``array`` as an .npy file (header, data), its size and CRC-32."""
     if not array.flags.c_contiguous:
         array = array.copy(order="C")  # (ascontiguousarray would make a 0-d array 1-d)
-    header, header_crc = _npy_header(array.dtype, array.shape)
+    header, header_crc = npy_header(array.dtype, array.shape)
     data = array.data
     return (header, data), len(header) + array.nbytes, zlib.crc32(data, header_crc)
 
@@ -338,5 +338,5 @@ def write_arrays(arrays: dict[str, np.ndarray[Any, Any]]) -> bytes:
         parts += (local, filename, *data)
         offset += len(local) + len(filename) + size
     directory = b"".join(entries)
-    end = _END.pack(b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), offset, 0)
+    end = END.pack(b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), offset, 0)
     return b"".join((*parts, directory, end))

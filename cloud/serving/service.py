@@ -40,6 +40,7 @@ from cloud.core.errors import ModelLoadFailed, ModelNotFound, TandemError
 from cloud.events.publisher import EVENTS_CHANNEL
 from cloud.registry.service import get_version
 from cloud.registry.tables import ModelVersionRow
+from cloud.serving.archive import Archive
 from cloud.serving.batcher import Arrays, BatchObserver, BatchPolicy, MicroBatcher
 from cloud.serving.metrics import ServingMetrics
 from cloud.serving.sessions import LoadedSession, SessionOptions, load_session
@@ -124,13 +125,22 @@ class ServingPool:
     # -- serving ------------------------------------------------------------------------
 
     async def infer(
-        self, name: str, version: int | None, arrays: Arrays
+        self, name: str, version: int | None, arrays: Arrays | Archive
     ) -> tuple[ServedModel, Arrays]:
-        """Run ``arrays`` through model ``name`` (``version``, or the latest)."""
+        """Run ``arrays`` (or an archive of them) through model ``name`` (``version``, or
+        the latest)."""
         # Counted from here on: a label per unknown name would let callers grow the
         # metrics without bound.
         served = await self.get(name, version)
         try:
+            plan = served.session.signature.plan
+            if isinstance(arrays, Archive):
+                # A known layout's check is made once: its arrays are made in the batch.
+                exact = None if plan is None else arrays.layout.exact(plan, self.max_request_rows)
+                if exact is not None:
+                    outputs = await served.batcher.submit(arrays, *exact)
+                    return served, outputs
+                arrays = arrays.arrays()
             # Values are checked by the batcher, once per merged batch.
             feeds, rows = check_inputs(
                 served.session.signature, arrays, max_rows=self.max_request_rows, values=False

@@ -64,7 +64,7 @@ def test_request_bodies_take_the_direct_path_with_the_general_paths_result() -> 
     """A body as np.savez writes it for a request is read by the direct path, into the
     same arrays (names, dtypes, shapes, values) as the general reader's."""
     body = npz_bytes(**onnx_models.recommender_inputs(3))
-    direct = npz._plain_arrays(body, 1 << 20)
+    direct = npz.read_plain(body, 1 << 20)
     assert direct is not None
     general = npz.read_arrays(body + b"", max_bytes=1 << 20)
     assert direct.keys() == general.keys()
@@ -86,7 +86,7 @@ def test_unusual_archives_are_left_to_the_general_path(arrays: dict[str, Any]) -
     """Byte orders, layouts and names the direct path does not expect are read by the
     general path, correctly."""
     body = savez(**arrays)
-    assert npz._plain_arrays(body, 1 << 20) is None
+    assert npz.read_plain(body, 1 << 20) is None
     read = npz.read_arrays(body, max_bytes=1 << 20)
     for name, expected in arrays.items():
         np.testing.assert_array_equal(read[name], expected)
@@ -96,6 +96,6 @@ def test_a_corrupted_member_is_refused() -> None:
     """A body whose array bytes do not match their CRC is a 400, not arrays."""
     body = bytearray(savez(x=np.arange(4, dtype=np.int64)))
     body[body.index(b"NUMPY") + 130] ^= 0xFF  # a byte of the array data
-    assert npz._plain_arrays(bytes(body), 1 << 20) is None
+    assert npz.read_plain(bytes(body), 1 << 20) is None
     with pytest.raises(InvalidTensorBody):
         npz.read_arrays(bytes(body), max_bytes=1 << 20)

@@ -1,0 +1,260 @@
+"""Request archives by layout: the bytes of a client's ``np.savez`` body, checked against
+the layout of one read before, and merged into a batch without building an array each.
+
+A client scoring rows sends the same arrays, in the same shapes, request after request:
+every such archive holds the same bytes everywhere but in its members' data, their CRCs
+and their dates. So once :func:`npz.read_plain` has read one body in full, its
+:class:`Layout` is kept (by the body's length), and a later body of that length is read
+by comparing those fixed bytes and checking each member's CRC, which proves it holds the
+same names, dtypes and shapes, without parsing anything. Its arrays are made only when
+asked (:meth:`Archive.arrays`); a batch of archives of one layout is merged by joining
+each input's data straight from the bodies (:meth:`Layout.merge`).
+
+Responses go the other way: :func:`encode` writes the outputs' archive from a template
+of the bytes that do not change, for the few output shapes a model answers in.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cloud.serving import npz
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+# (input name, dtype, rank, trailing dimensions), as ``signature.Signature.plan`` lists them.
+Plan = tuple[tuple[str, np.dtype[Any], int, tuple[int, ...]], ...]
+
+MAX_LAYOUTS = 256  # lengths remembered; past it the oldest is forgotten
+_LOCAL_NAME = struct.Struct("<HH")  # a local header's name and extra lengths, at +26
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    data: int  # offset of the array's bytes in the body
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Layout:
+    """Where every archive of one shape keeps its bytes."""
+
+    size: int
+    # (start, stop, bytes): every range outside the data, CRCs and dates, as learned.
+    fixed: tuple[tuple[int, int, bytes], ...]
+    # (start, stop, offset of its CRC in the central directory): each member's bytes.
+    checked: tuple[tuple[int, int, int], ...]
+    members: tuple[Member, ...]
+    nbytes: int
+    # Per model input plan: (rows, shape key) when the arrays are exactly its feeds.
+    _exact: dict[Plan, tuple[int, tuple[tuple[int, ...], ...]] | None] = field(default_factory=dict)
+
+    def holds(self, body: bytes) -> bool:
+        """Whether ``body`` (of this layout's length) is an archive of this layout."""
+        for start, stop, expected in self.fixed:
+            if body[start:stop] != expected:
+                return False
+        view = memoryview(body)
+        for start, stop, crc in self.checked:
+            if zlib.crc32(view[start:stop]) != int.from_bytes(body[crc : crc + 4], "little"):
+                return False
+        return True
+
+    def exact(self, plan: Plan, max_rows: int) -> tuple[int, tuple[tuple[int, ...], ...]] | None:
+        """(rows, trailing shapes in plan order) when this layout's arrays are exactly the
+        feeds ``plan`` asks for (``signature._exact_feeds``'s test, made once a plan)."""
+        try:
+            known = self._exact[plan]
+        except KeyError:
+            known = self._exact[plan] = self._match(plan)
+        if known is None or known[0] > max_rows:
+            return None
+        return known
+
+    def _match(self, plan: Plan) -> tuple[int, tuple[tuple[int, ...], ...]] | None:
+        by_name = {m.name: m for m in self.members}
+        if len(by_name) != len(plan):
+            return None
+        rows = set()
+        for name, dtype, rank, tail in plan:
+            member = by_name.get(name)
+            if (
+                member is None
+                or member.dtype != dtype
+                or len(member.shape) != rank
+                or member.shape[1:] != tail
+            ):
+                return None
+            rows.add(member.shape[0])
+        if len(rows) != 1 or min(rows) < 1:
+            return None
+        return rows.pop(), tuple(tail for *_, tail in plan)
+
+    def merge(self, bodies: Sequence[bytes]) -> Arrays:
+        """The arrays of archives of this layout, concatenated along the first axis."""
+        merged = {}
+        for m in self.members:
+            joined = b"".join([body[m.data : m.data + m.nbytes] for body in bodies])
+            shape = (m.shape[0] * len(bodies), *m.shape[1:])
+            merged[m.name] = np.frombuffer(joined, m.dtype).reshape(shape)
+        return merged
+
+
+class Archive:
+    """A request body known to be an archive of ``layout``; arrays made on demand."""
+
+    __slots__ = ("body", "layout")
+
+    def __init__(self, body: bytes, layout: Layout) -> None:
+        self.body = body
+        self.layout = layout
+
+    def arrays(self) -> Arrays:
+        body = self.body
+        return {m.name: np.ndarray(m.shape, m.dtype, body, m.data) for m in self.layout.members}
+
+
+_layouts: dict[int, Layout] = {}
+
+
+def decode(body: bytes, *, max_bytes: int) -> Archive | Arrays:
+    """The body's archive when its layout is known, else its arrays (learning the layout
+    when the body is a plain ``np.savez`` archive); the errors of ``npz.read_arrays``."""
+    layout = _layouts.get(len(body))
+    if layout is not None and layout.nbytes <= max_bytes and layout.holds(body):
+        return Archive(body, layout)
+    plain = npz.read_plain(body, max_bytes)
+    if plain is None:
+        return npz.read_arrays(body, max_bytes=max_bytes)
+    if len(_layouts) >= MAX_LAYOUTS:
+        del _layouts[next(iter(_layouts))]
+    _layouts[len(body)] = learn(body)
+    return plain
+
+
+def learn(body: bytes) -> Layout:
+    """The layout of ``body``, an archive ``npz.read_plain`` accepted."""
+    end = len(body) - npz.END.size
+    *_, total, _, position, _ = npz.END.unpack_from(body, end)
+    variable: list[tuple[int, int]] = []
+    checked = []
+    members = []
+    for _ in range(total):
+        _, _, _, _, size, _, name_len, extra_len, comment_len, local = npz.ENTRY.unpack_from(
+            body, position
+        )
+        raw_name = body[position + 46 : position + 46 + name_len]
+        local_name, local_extra = _LOCAL_NAME.unpack_from(body, local + 26)
+        start = local + 30 + local_name + local_extra
+        data = start + 10 + int.from_bytes(body[start + 8 : start + 10], "little")
+        plain = npz.plain_member(raw_name, body[start:data])
+        if plain is None:  # (read_plain accepted it: it cannot be)
+            raise ValueError("not an archive read_plain accepts")
+        name, dtype, shape, nbytes = plain
+        # Local header: time, date and CRC; the data; the entry's time, date and CRC.
+        variable += [
+            (local + 10, local + 18),
+            (data, data + nbytes),
+            (position + 12, position + 20),
+        ]
+        checked.append((start, start + size, position + 16))
+        members.append(Member(name, dtype, shape, data, nbytes))
+        position += 46 + name_len + extra_len + comment_len
+    fixed = []
+    at = 0
+    for start, stop in sorted(variable):
+        if start > at:
+            fixed.append((at, start, body[at:start]))
+        at = stop
+    fixed.append((at, len(body), body[at:]))
+    return Layout(
+        len(body),
+        tuple(fixed),
+        tuple(checked),
+        tuple(members),
+        sum(m.nbytes for m in members),
+    )
+
+
+# -- responses -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    # The fixed bytes of the archive, around what changes: for each member, its CRC in the
+    # local header, then its data; then each member's CRC in the central directory.
+    pieces: tuple[bytes, ...]
+    header_crcs: tuple[int, ...]  # each member's .npy header's CRC-32, to continue from
+
+
+_templates: dict[tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...], _Template | None] = {}
+
+
+def encode(outputs: Arrays) -> bytes:
+    """``npz.write_arrays(outputs)``, byte for byte, from a template per output shape."""
+    key = tuple([(name, a.dtype, a.shape) for name, a in outputs.items()])
+    try:
+        template = _templates[key]
+    except KeyError:
+        if len(_templates) >= MAX_LAYOUTS:
+            del _templates[next(iter(_templates))]
+        template = _templates[key] = _template(outputs)
+    if template is None:
+        return npz.write_arrays(outputs)
+    datas = [a.data if a.flags.c_contiguous else a.tobytes() for a in outputs.values()]
+    crcs = [
+        zlib.crc32(data, start).to_bytes(4, "little")
+        for data, start in zip(datas, template.header_crcs, strict=True)
+    ]
+    variable: list[Any] = []
+    for crc, data in zip(crcs, datas, strict=True):
+        variable += (crc, data)
+    variable += crcs
+    pieces = template.pieces
+    parts: list[Any] = [pieces[0]]
+    for value, piece in zip(variable, pieces[1:], strict=True):
+        parts += (value, piece)
+    return b"".join(parts)
+
+
+def _template(outputs: Arrays) -> _Template | None:
+    """The fixed pieces of ``npz.write_arrays``' archive for arrays of these dtypes and
+    shapes; None where it would not write its own direct form."""
+    if (
+        not outputs
+        or any(
+            a.dtype.kind not in "biuf" or not a.dtype.isnative or a.nbytes >= 1 << 31
+            for a in outputs.values()
+        )
+        or len(outputs) > npz.MAX_ARRAYS
+    ):
+        return None
+    zeros = {name: np.zeros(a.shape, a.dtype) for name, a in outputs.items()}
+    written = npz.write_arrays(zeros)
+    variable = []  # (start, stop) of what changes, in order
+    header_crcs = []
+    at = 0
+    for name, a in zeros.items():
+        header, header_crc = npz.npy_header(a.dtype, a.shape)
+        data = at + 30 + len(name.encode()) + 4 + len(header)
+        variable += [(at + 14, at + 18), (data, data + a.nbytes)]
+        header_crcs.append(header_crc)
+        at = data + a.nbytes
+    for name in zeros:
+        variable.append((at + 16, at + 20))
+        at += 46 + len(name.encode()) + 4
+    pieces = []
+    at = 0
+    for start, stop in variable:
+        pieces.append(written[at:start])
+        at = stop
+    pieces.append(written[at:])
+    return _Template(tuple(pieces), tuple(header_crcs))
