@@ -13,7 +13,8 @@ name the user of each. Three attackers, the best counts:
   very uploads that are scored would credit the attacker with chance agreement: about 10 %
   even on pure noise, as a first version of this benchmark found.)
 
-Accuracy is measured on the uploads that were not labelled.
+Accuracy is measured on the uploads that were not labelled. Beside them, ``oracle``: the
+expected accuracy of the best possible attacker, who knows every user's distribution.
 """
 
 from __future__ import annotations
@@ -50,6 +51,23 @@ def attack(
         classifier=_classifier(x_train, y_train, x_test, y_test, count),
         clustering=_clustering(embeddings, users, labelled, count, rng),
     )
+
+
+def oracle(
+    x: NDArray[np.float32], users: NDArray[np.int64], centres: list[NDArray[np.float32]],
+    anonymity: float,
+) -> float:  # fmt: skip
+    """The expected accuracy of the Bayes-optimal attacker on uploads ``x`` of ``users``,
+    when user ``u``'s uploads are drawn around one of ``centres[u]`` [n_u, rank] (its
+    request-time positions, each equally likely) in a box of side ``anonymity``: for each
+    upload, the largest user density over the sum of them."""
+    density = np.zeros((len(x), len(centres)))
+    for user, mine in enumerate(centres):
+        near = np.abs(x[:, None, :] - (1.0 - anonymity) * mine[None, :, :]) <= anonymity / 2 + 1e-6
+        density[:, user] = near.all(axis=2).mean(axis=1)
+    total = density.sum(axis=1)
+    assert np.all(density[np.arange(len(users)), users] > 0), "an upload outside its user's boxes"
+    return float(np.mean(density.max(axis=1) / total))
 
 
 def _nearest_centroid(

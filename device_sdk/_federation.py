@@ -6,7 +6,8 @@ with ``e`` the movie's row of the sparse table ``item_emb``, ``u`` the anonymous
 embedding, ``g`` the genres. Its parameters come beside the ONNX file as an ``.npz``
 (``param:<initializer name>``). Local training is plain mini-batch SGD in numpy on the dense
 head (``user_proj`` and the MLP) and on only the rows of the movies the user rated; every
-example gets a fresh anonymous embedding, as the cloud model sees them.
+example gets a fresh anonymous embedding, as the cloud model sees them: drawn around the
+user's position at that example (``LocalExamples.user``) when given, else the current one.
 
 The update holds the dense deltas and, for ``item_emb``, only the touched rows with their
 ids and per-row counts; its L2 norm over all values is clipped to ``clip`` and, with
@@ -38,11 +39,15 @@ _DECIMALS = 8  # of every delta sent: keeps the JSON short, far below SGD's own 
 
 @dataclass(frozen=True)
 class LocalExamples:
-    """The user's rated movies, oldest first: item indices, genres [n, G], 1/0 clicks."""
+    """The user's rated movies, oldest first: item indices, genres [n, G], 1/0 clicks, and
+    optionally ``user`` [n, rank], the user's exact position just before each rating
+    (``AnonymousEmbedding.observe_each``); without it every example is drawn around the
+    user's current position."""
 
     item: NDArray[np.int64]
     genres: NDArray[np.float32]
     click: NDArray[np.float32]
+    user: NDArray[np.float32] | None = None
 
     def __len__(self) -> int:
         return int(self.item.shape[0])
@@ -113,6 +118,11 @@ def train_update(
     n = len(examples)
     if n == 0:
         raise EmbeddingError("There are no local examples to train on.")
+    if examples.user is not None and len(examples.user) != n:
+        raise EmbeddingError(
+            f"LocalExamples.user has {len(examples.user)} rows for {n} examples; give the "
+            "position before each example (AnonymousEmbedding.observe_each)."
+        )
     ids, local_item = np.unique(examples.item, return_inverse=True)
     rows = model.params[ITEM_EMB][ids].copy()
     dense = {name: model.params[name].copy() for name in DENSE}
@@ -122,7 +132,10 @@ def train_update(
         order = rng.permutation(n)
         for start in range(0, n, config.batch_size):
             batch = order[start : start + config.batch_size]
-            user = embedding.draw(len(batch))
+            if examples.user is None:
+                user = embedding.draw(len(batch))
+            else:
+                user = embedding.draw_around(examples.user[batch])
             grads, row_grad = _gradients(
                 dense, rows, local_item[batch], examples.genres[batch], user,
                 examples.click[batch],

@@ -9,11 +9,15 @@ statistics the anonymous user embedding is drawn around.
   movies first rated after the cut; they start at zero and only federated rounds train them.
 - **User statistics** (``STATS`` numbers per user, from their earlier ratings only): the
   click rate shrunk toward 0.5, then the mean of ``basis`` rows of the movies they rated,
-  signed by click / no click. ``basis`` is a shared low-rank item basis (the top right
-  singular vectors of the pre-cut user x movie like/dislike matrix) shipped with the model.
-  ``device_sdk/_anon_embedding.py`` computes the very same numbers on the device
-  (``tests/models/test_federated.py`` holds the two equal).
-- **Quantiles**: each statistic's population quantiles over pre-cut users, shipped too; the
+  signed by click / no click. With a ``half_life`` (in ratings) every mean is weighted by
+  ``2 ** (-age / half_life)``, ``age`` counting the user's later ratings: *recent*
+  behaviour, the statistic as the device has it when a request is made. ``basis`` is a
+  shared low-rank item basis (the top right singular vectors of the pre-cut user x movie
+  like/dislike matrix) shipped with the model. ``device_sdk/_anon_embedding.py`` computes
+  the very same numbers on the device (``tests/models/test_federated.py`` holds the two
+  equal).
+- **Quantiles**: each statistic's population quantiles over pre-cut users (with a
+  ``half_life``: over every pre-cut rating's request-time statistics), shipped too; the
   device maps its statistics through them onto [-0.5, 0.5] (population ranks, centred).
 """
 
@@ -123,10 +127,14 @@ def statistics(
     return np.concatenate([rate[:, None], taste], axis=1).astype(np.float32)
 
 
-def earlier_statistics(ratings: Ratings, basis: NDArray[np.float32]) -> NDArray[np.float32]:
+def earlier_statistics(
+    ratings: Ratings, basis: NDArray[np.float32], half_life: float | None = None
+) -> NDArray[np.float32]:
     """For every rating, the user's statistics over their ratings strictly before it in
     time order (ratings of the same second count as earlier: the history as the device
-    would have it)."""
+    would have it), decayed by ``half_life`` ratings if given."""
+    if half_life is not None:
+        return _decayed_earlier_statistics(ratings, basis, half_life)
     order = np.argsort(ratings.user, kind="stable")  # time order within each user
     user = ratings.user[order]
     click = ratings.click[order].astype(np.float64)
@@ -145,6 +153,25 @@ def earlier_statistics(ratings: Ratings, basis: NDArray[np.float32]) -> NDArray[
     back = np.empty_like(order)
     back[order] = np.arange(len(order))
     return stats[back]
+
+
+def _decayed_earlier_statistics(
+    ratings: Ratings, basis: NDArray[np.float32], half_life: float
+) -> NDArray[np.float32]:
+    # The running sums the device keeps (``AnonymousEmbedding.observe``), one rating at a
+    # time: a rating's statistics are read before the rating joins them.
+    keep = 0.5 ** (1.0 / half_life)
+    signed = (2.0 * ratings.click.astype(np.float64) - 1.0)[:, None] * basis[ratings.item]
+    click = ratings.click.astype(np.float64)
+    sums: dict[int, tuple[float, float, NDArray[np.float64]]] = {}
+    count = np.empty(len(ratings))
+    clicks = np.empty(len(ratings))
+    signed_sum = np.empty((len(ratings), basis.shape[1]))
+    for row, user in enumerate(ratings.user.tolist()):
+        n, c, b = sums.get(user, (0.0, 0.0, np.zeros(basis.shape[1])))
+        count[row], clicks[row], signed_sum[row] = n, c, b
+        sums[user] = (keep * n + 1.0, keep * c + click[row], keep * b + signed[row])
+    return statistics(clicks, signed_sum, count)
 
 
 def user_statistics(ratings: Ratings, basis: NDArray[np.float32]) -> NDArray[np.float32]:

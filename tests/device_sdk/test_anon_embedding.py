@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_sdk import EmbeddingError
-from tests.device_sdk.federation_factories import embedding
+from device_sdk import AnonymousEmbedding, EmbeddingError
+from tests.device_sdk.federation_factories import bundle_arrays, embedding
 
 
 def test_every_draw_is_fresh() -> None:
@@ -79,3 +79,73 @@ def test_learned_distribution_survives_a_restart(tmp_path: Path) -> None:
     again = embedding()
     again.restore(tmp_path / "me.npz")
     assert np.array_equal(again.mean(), user.mean()) and again.observed == 10
+
+
+def _recent(half_life: float = 10.0) -> AnonymousEmbedding:
+    return AnonymousEmbedding.from_arrays(bundle_arrays() | {"half_life": np.asarray(half_life)})
+
+
+def test_bundle_half_life_weights_recent_behaviour() -> None:
+    """With the bundle's half-life, a user who stopped clicking ranks below one who started,
+    though both clicked half of the same 40 movies; without one they rank equal."""
+    items = np.arange(1, 41) % 29 + 1
+    early, late = np.repeat([1.0, 0.0], 20), np.repeat([0.0, 1.0], 20)
+    cooled, warmed = _recent(), _recent()
+    cooled.observe(items, early)
+    warmed.observe(items, late)
+    assert cooled.half_life == 10.0 and cooled.observed == 40
+    assert cooled.mean()[0] < 0 < warmed.mean()[0]
+    flat_cooled, flat_warmed = embedding(), embedding()
+    flat_cooled.observe(items, early)
+    flat_warmed.observe(items, late)
+    assert flat_cooled.half_life is None
+    assert flat_cooled.statistics()[0] == pytest.approx(flat_warmed.statistics()[0])
+
+
+def test_observing_one_at_a_time_equals_one_batch() -> None:
+    """The decayed sums do not depend on how the behaviour was split into observe() calls."""
+    items, clicks = np.arange(1, 16), (np.arange(15) % 3 == 0).astype(np.float32)
+    batch, stream = _recent(4.0), _recent(4.0)
+    batch.observe(items, clicks)
+    for i in range(len(items)):
+        stream.observe(items[i : i + 1], clicks[i : i + 1])
+    assert np.allclose(batch.statistics(), stream.statistics(), atol=1e-9)
+
+
+def test_restore_refuses_another_half_life(tmp_path: Path) -> None:
+    """Sums saved with one half-life are refused by an embedding with another."""
+    user = _recent(10.0)
+    user.observe(np.arange(1, 6), np.ones(5))
+    user.save(tmp_path / "me.npz")
+    with pytest.raises(EmbeddingError, match="half_life"):
+        embedding().restore(tmp_path / "me.npz")
+
+
+def test_non_positive_half_life_is_refused() -> None:
+    """half_life must be a positive number of ratings."""
+    with pytest.raises(EmbeddingError, match="half_life"):
+        _recent(0.0)
+
+
+def test_observe_each_gives_the_position_before_every_rating() -> None:
+    """observe_each() returns the mean before each rating and learns what observe() does."""
+    items, clicks = np.arange(1, 9), np.array([1, 1, 0, 1, 0, 0, 1, 1], np.float32)
+    each, whole = _recent(3.0), _recent(3.0)
+    positions = each.observe_each(items, clicks)
+    whole.observe(items, clicks)
+    first = _recent(3.0)
+    first.observe(items[:4], clicks[:4])
+    assert positions.shape == (8, 1) and positions[0, 0] == pytest.approx(0.0, abs=0.06)
+    assert np.allclose(positions[4], first.mean())
+    assert np.allclose(each.mean(), whole.mean()) and each.observed == 8
+
+
+def test_draw_around_keeps_each_draw_in_its_positions_box() -> None:
+    """draw_around() draws one embedding per position, within a / 2 of (1 - a) * it."""
+    user = embedding(anonymity=0.4)
+    positions = np.repeat(np.array([[-0.5], [0.0], [0.5]], np.float32), 500, axis=0)
+    draws = user.draw_around(positions)
+    assert draws.shape == (1500, 1)
+    assert np.all(np.abs(draws - 0.6 * positions) <= 0.2 + 1e-6)
+    with pytest.raises(EmbeddingError, match=r"\[n, 1\]"):
+        user.draw_around(np.zeros((3, 2), np.float32))

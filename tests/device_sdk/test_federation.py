@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from device_sdk import (
     CloudClient,
+    EmbeddingError,
     LocalTraining,
     TrainableModel,
     UpdateOutbox,
@@ -187,3 +189,31 @@ def test_upload_drops_updates_the_cloud_refuses(tmp_path: Path) -> None:
     outbox.put(_update([1, 2]))
     summary = upload_updates(outbox, _client(422, []))
     assert summary.dropped == 1 and summary.remaining == 0 and outbox.dropped == 1
+
+
+def test_examples_train_on_draws_around_their_own_positions() -> None:
+    """With LocalExamples.user, each example's embedding is drawn around its own position:
+    the same seeds give another update than drawing all around the current position."""
+    user, local = embedding(), examples([3, 5, 7, 9, 11, 13])
+    positions = user.observe_each(local.item, local.click)
+    again = embedding()
+    again.observe(local.item, local.click)
+    spread = train_update(
+        model(), replace(local, user=np.full_like(positions, -0.5)), user,
+        model_name="movielens-federated", base_version=3, rng=np.random.default_rng(0),
+    )  # fmt: skip
+    current = train_update(
+        model(), local, again, model_name="movielens-federated", base_version=3,
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    assert spread.dense[0].values != current.dense[0].values
+
+
+def test_examples_positions_must_match_the_examples() -> None:
+    """A user column of another length is refused, naming observe_each."""
+    user, local = embedding(), examples([3, 5, 7])
+    with pytest.raises(EmbeddingError, match="observe_each"):
+        train_update(
+            model(), replace(local, user=np.zeros((2, 1), np.float32)), user,
+            model_name="movielens-federated", base_version=3,
+        )  # fmt: skip

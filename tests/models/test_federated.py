@@ -121,3 +121,37 @@ def test_training_draws_as_the_device_draws() -> None:
     many = np.repeat(device.mean()[None, :], 6, axis=0)
     expected = fm.draw(many, 0.4, np.random.default_rng(9))
     assert np.allclose(device.draw(6), expected, atol=1e-6)
+
+
+def test_decayed_statistics_are_the_devices_at_each_request() -> None:
+    """With a half-life, a rating's statistics equal those of a device that observed the
+    user's earlier ratings one at a time, as they happened."""
+    ratings = _ratings()
+    basis = fd.fit_basis(ratings, 12)
+    quantiles = fd.population_quantiles(fd.user_statistics(ratings, basis))
+    stats = fd.earlier_statistics(ratings, basis, half_life=3.0)
+    device = AnonymousEmbedding(basis, quantiles, rank=1, half_life=3.0)
+    for row in np.flatnonzero(ratings.user == 3):
+        assert np.allclose(stats[row], device.statistics(), atol=1e-6)
+        device.observe(ratings.item[row : row + 1], ratings.click[row : row + 1])
+
+
+def test_bundle_ships_the_half_life(tmp_path: Path) -> None:
+    """A base built with a half-life writes it into the bundle; the SDK's embedding uses it."""
+    base = _base()
+    recent = fm.BaseModel(
+        fm.FederatedModel(12, 3, fm.FederatedConfig(dim=4, hidden=5, rank=2, half_life=7.0)),
+        base.params, base.basis, base.quantiles, 0.5, base.report,
+    )  # fmt: skip
+    _, embedding = TrainableModel.load(recent.write_bundle(tmp_path / "federated.onnx"))
+    assert embedding.half_life == 7.0
+    _, flat = TrainableModel.load(_flat(base).write_bundle(tmp_path / "flat.onnx"))
+    assert flat.half_life is None
+
+
+def _flat(base: fm.BaseModel) -> fm.BaseModel:
+    config = fm.FederatedConfig(dim=4, hidden=5, rank=2, half_life=None)
+    return fm.BaseModel(
+        fm.FederatedModel(12, 3, config), base.params, base.basis, base.quantiles, 0.5,
+        base.report,
+    )  # fmt: skip
