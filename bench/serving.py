@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from typing import Any
 import httpx
 import numpy as np
 import onnxruntime as ort
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -177,6 +179,13 @@ async def closed_loop(
     )
 
 
+def load(closed: Coroutine[Any, Any, Window]) -> Window:
+    """Run one window of load on uvloop (as `tandem serve` runs), so that the load
+    generator takes less of the shared cores from the server it measures."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(closed)
+
+
 def median_window(windows: list[Window]) -> Window:
     return Window(
         rps=statistics.median(w.rps for w in windows),
@@ -251,7 +260,7 @@ def start_server(
         ("POST", "/v1/models/-/noop", headers, bodies),
     )
     # Loads and warms the model, and warms the server's code paths.
-    asyncio.run(closed_loop(server.port, target.infer, 8, 1.0))
+    load(closed_loop(server.port, target.infer, 8, 1.0))
     return target
 
 
@@ -271,7 +280,7 @@ def measure(targets: list[Target], raw: Any, args: argparse.Namespace) -> dict[s
                 assert process is not None
                 before = batch_counts(target.server.url)
                 used = process_cpu_s(process.pid), time.process_time()
-                window = asyncio.run(
+                window = load(
                     closed_loop(target.server.port, target.infer, concurrency, args.seconds)
                 )
                 windows.setdefault(f"{target.name}_c{concurrency}", []).append(window)
@@ -284,7 +293,7 @@ def measure(targets: list[Target], raw: Any, args: argparse.Namespace) -> dict[s
                 )
         for key, request in (("noop", batched.noop), ("healthz", healthz)):
             windows.setdefault(key, []).append(
-                asyncio.run(closed_loop(batched.server.port, request, 64, args.seconds))
+                load(closed_loop(batched.server.port, request, 64, args.seconds))
             )
         raw_runs.append(raw())
     results: dict[str, Any] = {key: median_window(w) for key, w in windows.items()}

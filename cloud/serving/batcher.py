@@ -119,6 +119,7 @@ class MicroBatcher:
         # Recent run time per row, for an honest Retry-After.
         self._seconds_per_row = 0.001
         self._last_requests = 1
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first submit
 
     async def submit(self, feeds: Feeds, rows: int, shape_key: ShapeKey | None = None) -> Arrays:
         """The outputs of the model for ``feeds`` (``rows`` rows), once its batch has run.
@@ -135,7 +136,10 @@ class MicroBatcher:
                 retry_after_s=math.ceil(backlog_s),
                 details={"queued_rows": self.queued_rows},
             )
-        future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Arrays] = loop.create_future()
         if shape_key is None:
             assert not isinstance(feeds, Archive), "an archive comes with its shape key"
             shape_key = tuple([array.shape[1:] for array in feeds.values()])
