@@ -20,15 +20,18 @@ cloud would receive.
   Test AUC (pooled over every device's held-out ratings, each with a fresh anonymous
   embedding; the same draws at every evaluation, so the curves differ by the models
   only) after every round; `rounds_ratio_fedsubavg_vs_fedavg` = the rounds FedSubAvg
-  needs to reach FedAvg's final AUC / FedAvg's rounds to reach it.
+  needs to reach FedAvg's final AUC / FedAvg's rounds to reach it (FedAvg's last round
+  when its curve is still rising, so the ratio depends on the number of rounds).
 - **Linking attack.** Every device uploads `--uploads` embeddings, each at one of its
   held-out requests picked at random; the attacker gets `--labelled` of each user's with
   their user (so spread over the user's history too), and names the user of the rest
   (best of nearest centroid, softmax classifier, k-means + Hungarian;
   `bench/linking_attack.py`), each averaged over 12 fresh sets of uploads at the default
   setting, 3 at the others (`--quick`: 2; `attack_vs_random_se` is the best one's standard
-  error over the sets). Beside them, the oracle: the
-  expected accuracy of the best possible attacker, who knows every user's distribution.
+  error over the sets). Beside them, the oracle: the expected accuracy of the best
+  attacker judging each upload on its own, who knows every user's distribution (an
+  attacker grouping uploads may do better; the measured ones are under the bound on
+  average, and a single set of uploads can exceed it).
 - **Utility.** Held-out AUC of base models trained with no embedding, the static embedding
   (the user's exact all-time mean over its local data: linkable), a learned per-user id
   embedding (`bench/id_embedding.py`), the exact request-time position (`a = 0`: linkable)
@@ -53,7 +56,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +87,6 @@ CACHE = ROOT / ".bench_cache" / "federated"
 LOCAL_SHARE = 0.7
 MIN_RATINGS = 10
 CURVE = (0.3, 0.4, 0.5, 0.6, 0.8)
-# An SDK whose LocalExamples has no `user` draws every example around the final position.
-TAKES_POSITIONS = "user" in {f.name for f in fields(LocalExamples)}
 SESSION_GAP = 3600  # seconds: the "no current session" rows
 PREVIOUS_ANONYMITY = 0.55  # the default with all-time statistics, kept as a row
 
@@ -118,21 +119,12 @@ def _devices(data: fd.FederatedData, arrays: dict[str, Any], limit: int | None) 
         # The device's position at each local example, as its requests were drawn then,
         # and at each held-out request: the SDK's own statistics of everything the user did
         # before it (the local data, then the earlier held-out ratings).
-        local = _at_examples(local, embedding.observe_each(local.item, local.click))
+        local = replace(local, user=embedding.observe_each(local.item, local.click))
         live = AnonymousEmbedding.from_arrays(arrays)
         live.observe(local.item, local.click)
         requests = live.observe_each(test.item, test.click)
         out.append(Device(local, test, embedding, requests))
     return out
-
-
-def _at_examples(local: LocalExamples, positions: np.ndarray) -> LocalExamples:
-    """``local`` with the user's position at each example, where the SDK takes them
-    (``LocalExamples.user``); an older SDK draws every example around the final one."""
-    if not TAKES_POSITIONS:
-        return local
-    with_positions: dict[str, Any] = {"user": positions}
-    return replace(local, **with_positions)
 
 
 def _test_auc(params: dict[str, np.ndarray], devices: list[Device], seed: int) -> float:
@@ -195,7 +187,8 @@ def _attack(
 ) -> dict[str, float]:
     """Each attacker's accuracy, averaged over ``repeats`` fresh sets of uploads (one set
     is noisy: a few thousand scored uploads at well under 1 % accuracy), and the
-    Bayes-optimal attacker that knows every user's distribution exactly.
+    Bayes-optimal attacker judging each upload on its own, knowing every user's
+    distribution exactly.
 
     A device's uploads are made at its held-out requests, ``uploads`` of them at random
     (several may share one request's statistics); the attacker's labelled ones are random
@@ -297,11 +290,7 @@ def _test_ranks(
 
 
 def _gapped_ranks(base: fm.BaseModel, mine: fd.Ratings, cut: int, gap: int) -> np.ndarray:
-    arrays = {"basis": base.basis, "quantiles": base.quantiles}
-    arrays["rank"] = np.asarray(base.model.config.rank)
-    if base.half_life is not None:
-        arrays["half_life"] = np.asarray(base.half_life)
-    device = AnonymousEmbedding.from_arrays(arrays)
+    device = AnonymousEmbedding.from_arrays(base.embedding_arrays())
     device.observe(mine.item[:cut], mine.click[:cut])
     seen, out = cut, []
     for t in range(cut, len(mine)):
@@ -344,9 +333,6 @@ def main() -> None:
             device.embedding.anonymity = args.anonymity
         params = TrainableModel.from_arrays(arrays).params
         print(f"{len(devices)} devices, {rounds} rounds of {clients} clients", flush=True)
-        if not TAKES_POSITIONS:
-            print("note: this SDK's LocalExamples has no `user`: local training draws every")
-            print("      example around the device's final position, not its position then")
         curves, update_bytes = _rounds(params, devices, rounds, clients, training)
         target = curves["fedavg"][-1]
         sub_rounds, avg_rounds = (

@@ -17,19 +17,23 @@ attributed to the user it came from). This module applies both:
   user's all-time mean (on MovieLens, through the last minutes of behaviour above all) and
   moves with the user instead of staying one fixed point. Only
   the first ``rank`` statistics are used (``rank`` is 1 in the shipped model), each
-  mapped through the population's quantiles (``quantiles``) onto its population rank in
-  [-0.5, 0.5]. Every user's distribution lives in the same ``rank``-dimensional space,
+  mapped through the population's quantiles onto its population rank in [-0.5, 0.5]. A
+  bundle with a half-life ships the quantiles of recent statistics as
+  ``quantiles_recent`` (an SDK that knows no half-life, finding no ``quantiles``, refuses
+  it instead of mapping all-time statistics through them); one without, as
+  ``quantiles``. Every user's distribution lives in the same ``rank``-dimensional space,
   far fewer dimensions than users.
 - **Close to each other.** ``anonymity`` (``a``, in (0, 1]) shrinks the user's mean
   ``m`` toward the population centre and widens the spread: a draw is
   ``(1 - a) * m + a * u`` with ``u`` uniform on [-0.5, 0.5]^rank. Every user's density is
   then at most ``a ** -rank`` on the unit cube where all draws fall, so *any* attacker,
-  even one who knows every user's distribution exactly, attributes a single embedding to
-  its user with probability at most ``a ** -rank / users``: ``attribution_bound``. With
-  ``rank = 1``, the default ``a = 0.5`` allows at most twice random guessing. (With
-  all-time statistics, one fixed point per user, k-means over all uploads exceeded that a
-  little and the default was 0.55; with statistics of recent behaviour each user's draws
-  spread over several boxes, and the benchmark's attackers stay under it.)
+  even one who knows every user's distribution exactly, attributes a single embedding,
+  judged on its own, to its user with probability at most ``a ** -rank / users``:
+  ``attribution_bound``. With ``rank = 1``, the default ``a = 0.5`` allows at most twice
+  random guessing. (With all-time statistics, one fixed point per user, k-means over all
+  uploads exceeded that a little and the default was 0.55; with statistics of recent
+  behaviour each user's draws spread over several boxes, and the benchmark's attackers
+  stay under it on average, though a single set of uploads can exceed it.)
   ``a = 0`` is the static (linkable) embedding; ``a = 1`` carries nothing about the user.
 
 The bound holds for every request on its own, whatever the statistics were at that
@@ -42,6 +46,7 @@ the README's "Privacy: what is and is not guaranteed".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,8 +87,11 @@ class AnonymousEmbedding:
     ) -> None:
         import numpy as np
 
-        if half_life is not None and not half_life > 0.0:
-            raise EmbeddingError(f"half_life must be > 0 ratings (or None), got {half_life}.")
+        if half_life is not None and not (half_life > 0.0 and math.isfinite(half_life)):
+            raise EmbeddingError(
+                f"half_life must be a finite number of ratings > 0 (or None for all-time "
+                f"statistics), got {half_life}."
+            )
         if not 0.0 <= anonymity <= 1.0:
             raise EmbeddingError(f"anonymity must be within [0, 1], got {anonymity}.")
         if basis.ndim != 2 or quantiles.ndim != 2 or quantiles.shape[0] != basis.shape[1] + 1:
@@ -112,9 +120,14 @@ class AnonymousEmbedding:
         anonymity: float = DEFAULT_ANONYMITY,
         rng: np.random.Generator | None = None,
     ) -> AnonymousEmbedding:
-        """From a model bundle's arrays (``basis``, ``quantiles``, ``rank``, and
-        ``half_life`` if the model was built with one)."""
-        missing = [k for k in ("basis", "quantiles", "rank") if k not in arrays]
+        """From a model bundle's arrays: ``basis``, ``rank``, and either ``half_life`` with
+        ``quantiles_recent`` (statistics of recent behaviour) or ``quantiles`` (all-time
+        statistics; a bundle of the first half-life models also ships its recent quantiles
+        under this name, beside ``half_life``)."""
+        quantiles = "quantiles_recent" if "quantiles_recent" in arrays else "quantiles"
+        missing = [k for k in ("basis", quantiles, "rank") if k not in arrays]
+        if quantiles == "quantiles_recent" and "half_life" not in arrays:
+            missing.append("half_life")
         if missing:
             raise EmbeddingError(
                 f"The model bundle lacks {missing}; build it with models.federated "
@@ -122,7 +135,7 @@ class AnonymousEmbedding:
             )
         return cls(
             arrays["basis"],
-            arrays["quantiles"],
+            arrays[quantiles],
             rank=int(arrays["rank"]),
             anonymity=anonymity,
             half_life=float(arrays["half_life"]) if "half_life" in arrays else None,
@@ -159,7 +172,12 @@ class AnonymousEmbedding:
         """Learn from ratings one at a time, oldest first, as :meth:`observe` does, and
         return the exact position [n, rank] *before* each: what a request just before that
         rating was drawn around. Local training gives each example a draw around its own
-        position (``LocalExamples.user``), as the cloud saw it."""
+        position (``LocalExamples.user``), as the cloud saw it.
+
+        It learns, as :meth:`observe` does: observe each rating exactly once, through
+        either method, never both (a rating observed twice counts twice). The positions are
+        exact and linkable, as :meth:`mean` is: keep them on the device and send only
+        draws around them (:meth:`draw_around`)."""
         import numpy as np
 
         items = np.asarray(items, np.int64).reshape(-1)
@@ -191,7 +209,16 @@ class AnonymousEmbedding:
         scratch.replace(path)
 
     def restore(self, path: Path) -> None:
-        """Take back what :meth:`save` kept (e.g. after the app restarted)."""
+        """Take back what :meth:`save` kept (e.g. after the app restarted).
+
+        Sums saved with all-time statistics (no half-life, including a file from an SDK
+        before half-lives, which has neither ``half_life`` nor ``seen``) are taken by an
+        embedding with a half-life ``h`` as a starting point: when they hold more weight
+        than a long history does under the decay, ``sum(2 ** (-k / h))`` over ``k >= 0``
+        (about 14.9 ratings for ``h = 10``), all three sums are scaled down to that weight,
+        keeping the user's all-time means; newer ratings then move them as usual. Sums
+        saved with a half-life are refused by an embedding with another one or with none.
+        """
         import numpy as np
 
         with np.load(path) as data:
@@ -201,16 +228,21 @@ class AnonymousEmbedding:
                     f"{path} was saved for a basis of {len(signed)} directions; this model's "
                     f"has {len(self._signed)}. Start learning afresh for the new model."
                 )
-            saved = float(data["half_life"]) if "half_life" in data.files else np.nan
-            mine = np.nan if self.half_life is None else self.half_life
-            if not (saved == mine or (np.isnan(saved) and np.isnan(mine))):
-                raise EmbeddingError(
-                    f"{path} was saved with half_life {saved}; this model's is {mine}. "
-                    "Start learning afresh for the new model."
-                )
-            self._count, self._clicks = float(data["count"]), float(data["clicks"])
-            self._seen = int(data["seen"]) if "seen" in data.files else int(self._count)
-            self._signed = signed
+            saved = float(data["half_life"]) if "half_life" in data.files else math.nan
+            saved_life = None if math.isnan(saved) else saved
+            count, clicks = float(data["count"]), float(data["clicks"])
+            seen = int(data["seen"]) if "seen" in data.files else round(count)
+        if saved_life != self.half_life and saved_life is not None:
+            raise EmbeddingError(
+                f"{path} was saved with {_decay_name(saved_life)}; this model uses "
+                f"{_decay_name(self.half_life)}. Start learning afresh for the new model."
+            )
+        if saved_life is None and self.half_life is not None:
+            stationary = 1.0 / (1.0 - 0.5 ** (1.0 / self.half_life))
+            if count > stationary:
+                scale = stationary / count
+                count, clicks, signed = stationary, clicks * scale, signed * scale
+        self._count, self._clicks, self._signed, self._seen = count, clicks, signed, seen
 
     @property
     def observed(self) -> int:
@@ -250,13 +282,18 @@ class AnonymousEmbedding:
     def draw_around(self, positions: NDArray[np.float32]) -> NDArray[np.float32]:
         """One fresh embedding per row of ``positions`` [n, rank] (exact positions, e.g.
         from :meth:`observe_each`): ``(1 - a) * position + a * u``. The attribution bound
-        holds for each draw whatever its position."""
+        holds for each draw whatever its position. Positions must be finite and within
+        [-0.5, 0.5]; others raise :class:`EmbeddingError`."""
         import numpy as np
 
         positions = np.asarray(positions, np.float32)
         if positions.ndim != 2 or positions.shape[1] != self.rank:
             raise EmbeddingError(
                 f"positions must be [n, {self.rank}], got {list(positions.shape)}."
+            )
+        if not np.isfinite(positions).all():
+            raise EmbeddingError(
+                "positions hold a non-finite value; give the positions from observe_each()."
             )
         if np.abs(positions).max(initial=0.0) > 0.5:
             raise EmbeddingError("positions are population ranks within [-0.5, 0.5].")
@@ -273,3 +310,7 @@ class AnonymousEmbedding:
         if self.anonymity == 0.0:
             return 1.0
         return float(min(1.0, self.anonymity**-self.rank / users))
+
+
+def _decay_name(half_life: float | None) -> str:
+    return "all-time statistics" if half_life is None else f"half_life {half_life:g} ratings"

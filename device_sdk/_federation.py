@@ -42,7 +42,8 @@ class LocalExamples:
     """The user's rated movies, oldest first: item indices, genres [n, G], 1/0 clicks, and
     optionally ``user`` [n, rank], the user's exact position just before each rating
     (``AnonymousEmbedding.observe_each``); without it every example is drawn around the
-    user's current position."""
+    user's current position. Those positions are linkable: they stay on the device (only
+    the update, trained on draws around them, leaves it)."""
 
     item: NDArray[np.int64]
     genres: NDArray[np.float32]

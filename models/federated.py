@@ -161,24 +161,33 @@ class BaseModel:
     def half_life(self) -> float | None:
         return self.model.config.half_life
 
+    def embedding_arrays(self) -> dict[str, NDArray[Any]]:
+        """What the device's ``AnonymousEmbedding.from_arrays`` reads: ``basis``, ``rank``
+        and, for all-time statistics, ``quantiles``; for statistics of recent behaviour,
+        ``half_life`` and their quantiles as ``quantiles_recent``. The other name is
+        deliberate: an SDK that knows no half-life finds no ``quantiles`` and refuses the
+        bundle, rather than mapping all-time statistics through recent ones' quantiles."""
+        arrays: dict[str, NDArray[Any]] = {
+            "basis": self.basis,
+            "rank": np.asarray(self.model.config.rank, np.int64),
+        }
+        if self.half_life is None:
+            arrays["quantiles"] = self.quantiles
+        else:
+            arrays["quantiles_recent"] = self.quantiles
+            arrays["half_life"] = np.asarray(self.half_life, np.float64)
+        return arrays
+
     def write_bundle(self, onnx_path: Path) -> Path:
         """Write the ONNX file and, beside it, ``<name>.npz`` with the trainable parameters
-        (named as the ONNX initializers), ``basis``, ``quantiles``, ``rank`` and, for
-        statistics of recent behaviour, ``half_life``."""
+        (named as the ONNX initializers) and the embedding's arrays
+        (:meth:`embedding_arrays`)."""
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         metadata = {"anonymity": str(self.anonymity), "rank": str(self.model.config.rank)}
         onnx_path.write_bytes(self.model.export(self.params, metadata).SerializeToString())
         npz = onnx_path.with_suffix(".npz")
         arrays: dict[str, Any] = {f"param:{k}": v for k, v in self.params.items()}
-        if self.half_life is not None:
-            arrays["half_life"] = np.float64(self.half_life)
-        np.savez(
-            npz,
-            basis=self.basis,
-            quantiles=self.quantiles,
-            rank=np.int64(self.model.config.rank),
-            **arrays,
-        )
+        np.savez(npz, **(arrays | self.embedding_arrays()))
         return npz
 
 

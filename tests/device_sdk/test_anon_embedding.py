@@ -121,10 +121,75 @@ def test_restore_refuses_another_half_life(tmp_path: Path) -> None:
         embedding().restore(tmp_path / "me.npz")
 
 
+def test_restore_refusal_names_all_time_statistics(tmp_path: Path) -> None:
+    """Refusing a half-life state, an all-time embedding says "all-time statistics"."""
+    user = _recent(10.0)
+    user.observe(np.arange(1, 6), np.ones(5))
+    user.save(tmp_path / "me.npz")
+    with pytest.raises(EmbeddingError, match="half_life 10 ratings") as refused:
+        embedding().restore(tmp_path / "me.npz")
+    assert "this model uses all-time statistics" in str(refused.value)
+    assert "nan" not in str(refused.value)
+
+
+def _legacy_state(path: Path, count: float, clicks: float, signed: list[float]) -> None:
+    """A state as an SDK before half-lives saved it: no ``half_life``, no ``seen``."""
+    np.savez(path, count=count, clicks=clicks, signed=np.asarray(signed, np.float64))
+
+
+def test_restore_scales_a_legacy_all_time_state_to_the_decays_weight(tmp_path: Path) -> None:
+    """A legacy all-time state of 100 ratings restores into a half-life embedding with its
+    means kept and its weight cut to sum(2 ** (-k / 10)), k >= 0 (about 14.9 ratings)."""
+    _legacy_state(tmp_path / "old.npz", 100.0, 80.0, [20.0, -10.0, 5.0])
+    user = _recent(10.0)
+    user.restore(tmp_path / "old.npz")
+    weight = 1.0 / (1.0 - 0.5**0.1)
+    assert user.observed == 100
+    sums = np.array([0.8 * weight + 2.5, 0.2 * weight, -0.1 * weight, 0.05 * weight])
+    expected = sums / (weight + 5.0)  # 5 pseudo-ratings; the click rate's prior is 0.5
+    assert np.allclose(user.statistics(), expected, atol=1e-6)
+
+
+def test_restore_keeps_a_short_legacy_state_as_it_is(tmp_path: Path) -> None:
+    """A legacy state lighter than the decay's weight (4 ratings) is restored unscaled."""
+    _legacy_state(tmp_path / "old.npz", 4.0, 3.0, [1.0, 0.0, -1.0])
+    user, flat = _recent(10.0), embedding()
+    user.restore(tmp_path / "old.npz")
+    flat.restore(tmp_path / "old.npz")
+    assert user.observed == 4 == flat.observed
+    assert np.allclose(user.statistics(), flat.statistics())
+
+
 def test_non_positive_half_life_is_refused() -> None:
     """half_life must be a positive number of ratings."""
     with pytest.raises(EmbeddingError, match="half_life"):
         _recent(0.0)
+
+
+@pytest.mark.parametrize("half_life", [float("inf"), float("nan")])
+def test_non_finite_half_life_is_refused(half_life: float) -> None:
+    """half_life must be finite; None, not infinity, asks for all-time statistics."""
+    with pytest.raises(EmbeddingError, match="finite"):
+        _recent(half_life)
+
+
+def test_bundle_quantiles_recent_go_with_its_half_life() -> None:
+    """A bundle's ``quantiles_recent`` are used over ``quantiles``, and it loads without
+    ``quantiles`` (which an SDK before half-lives needs, and so refuses it)."""
+    arrays = bundle_arrays()
+    recent = arrays.pop("quantiles") + np.float32(1.0)
+    user = AnonymousEmbedding.from_arrays(
+        arrays | {"quantiles_recent": recent, "half_life": np.asarray(10.0)}
+    )
+    assert np.array_equal(user.quantiles, recent) and user.half_life == 10.0
+
+
+def test_bundle_quantiles_recent_without_a_half_life_are_refused() -> None:
+    """``quantiles_recent`` with no ``half_life`` is a broken bundle, named as such."""
+    arrays = bundle_arrays()
+    arrays["quantiles_recent"] = arrays.pop("quantiles")
+    with pytest.raises(EmbeddingError, match="half_life"):
+        AnonymousEmbedding.from_arrays(arrays)
 
 
 def test_observe_each_gives_the_position_before_every_rating() -> None:
@@ -149,3 +214,10 @@ def test_draw_around_keeps_each_draw_in_its_positions_box() -> None:
     assert np.all(np.abs(draws - 0.6 * positions) <= 0.2 + 1e-6)
     with pytest.raises(EmbeddingError, match=r"\[n, 1\]"):
         user.draw_around(np.zeros((3, 2), np.float32))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_draw_around_refuses_non_finite_positions(bad: float) -> None:
+    """A NaN or infinite position is refused, not turned into a NaN embedding."""
+    with pytest.raises(EmbeddingError, match="non-finite"):
+        embedding().draw_around(np.array([[0.1], [bad]], np.float32))

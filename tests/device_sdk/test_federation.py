@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from device_sdk import (
+    AnonymousEmbedding,
     CloudClient,
     EmbeddingError,
     LocalTraining,
@@ -191,22 +193,35 @@ def test_upload_drops_updates_the_cloud_refuses(tmp_path: Path) -> None:
     assert summary.dropped == 1 and summary.remaining == 0 and outbox.dropped == 1
 
 
+class _RecordingEmbedding(AnonymousEmbedding):
+    """An embedding that keeps every (positions, draws) pair draw_around() gave."""
+
+    calls: list[tuple[NDArray[np.float32], NDArray[np.float32]]]
+
+    def draw_around(self, positions: NDArray[np.float32]) -> NDArray[np.float32]:
+        draws = super().draw_around(positions)
+        self.calls.append((np.asarray(positions), draws))
+        return draws
+
+
 def test_examples_train_on_draws_around_their_own_positions() -> None:
-    """With LocalExamples.user, each example's embedding is drawn around its own position:
-    the same seeds give another update than drawing all around the current position."""
-    user, local = embedding(), examples([3, 5, 7, 9, 11, 13])
+    """With LocalExamples.user, every example's embedding is drawn around its own position
+    from observe_each(): within a / 2 of (1 - a) times it, every example once an epoch."""
+    local = examples([3, 5, 7, 9, 11, 13, 17, 19, 23, 29])
+    arrays = bundle_arrays()
+    user = _RecordingEmbedding(arrays["basis"], arrays["quantiles"], rank=1, anonymity=0.2)
+    user.calls = []
     positions = user.observe_each(local.item, local.click)
-    again = embedding()
-    again.observe(local.item, local.click)
-    spread = train_update(
-        model(), replace(local, user=np.full_like(positions, -0.5)), user,
-        model_name="movielens-federated", base_version=3, rng=np.random.default_rng(0),
+    assert np.ptp(positions) > 0.2  # positions far apart: a draw near the wrong one fails
+    config = LocalTraining(epochs=2, batch_size=4)
+    train_update(
+        model(), replace(local, user=positions), user, model_name="movielens-federated",
+        base_version=3, config=config, rng=np.random.default_rng(0),
     )  # fmt: skip
-    current = train_update(
-        model(), local, again, model_name="movielens-federated", base_version=3,
-        rng=np.random.default_rng(0),
-    )  # fmt: skip
-    assert spread.dense[0].values != current.dense[0].values
+    given = np.concatenate([p for p, _ in user.calls])
+    draws = np.concatenate([d for _, d in user.calls])
+    assert np.array_equal(np.sort(given, axis=0), np.sort(np.tile(positions, (2, 1)), axis=0))
+    assert np.all(np.abs(draws - 0.8 * given) <= 0.1 + 1e-6)
 
 
 def test_examples_positions_must_match_the_examples() -> None:

@@ -149,6 +149,22 @@ def test_bundle_ships_the_half_life(tmp_path: Path) -> None:
     assert flat.half_life is None
 
 
+def test_bundle_names_recent_quantiles_apart(tmp_path: Path) -> None:
+    """A half-life bundle ships its quantiles as ``quantiles_recent`` and no ``quantiles``
+    (an SDK before half-lives refuses it); an all-time bundle ships ``quantiles``."""
+    base = _base()
+    recent = fm.BaseModel(
+        fm.FederatedModel(12, 3, fm.FederatedConfig(dim=4, hidden=5, rank=2, half_life=7.0)),
+        base.params, base.basis, base.quantiles, 0.5, base.report,
+    )  # fmt: skip
+    with np.load(recent.write_bundle(tmp_path / "federated.onnx")) as bundle:
+        assert "quantiles" not in bundle.files
+        assert np.array_equal(bundle["quantiles_recent"], base.quantiles)
+    with np.load(_flat(base).write_bundle(tmp_path / "flat.onnx")) as bundle:
+        assert "quantiles_recent" not in bundle.files and "half_life" not in bundle.files
+        assert np.array_equal(bundle["quantiles"], base.quantiles)
+
+
 def _flat(base: fm.BaseModel) -> fm.BaseModel:
     config = fm.FederatedConfig(dim=4, hidden=5, rank=2, half_life=None)
     return fm.BaseModel(
