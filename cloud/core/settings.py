@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     serving_concurrent_runs: int = Field(
         default=1, ge=1, le=64, description="onnxruntime calls in flight per model version."
     )
+    serving_run_async: bool = Field(
+        default=True,
+        description="Hand each run to onnxruntime's own thread (run_async), not to a Python "
+        "worker thread: one GIL hand-off a run instead of two.",
+    )
     serving_max_loaded: int = Field(
         default=8, ge=1, le=1024, description="Model versions kept loaded; idle ones are evicted."
     )

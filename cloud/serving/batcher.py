@@ -45,6 +45,8 @@ Arrays = dict[str, np.ndarray[Any, Any]]
 Feeds = Arrays | Archive
 ShapeKey = tuple[tuple[int, ...], ...]
 RunFn = Callable[[Arrays], Arrays]
+# Starts a run on the runtime's own thread, which calls back (outputs, None) or (None, error).
+StartFn = Callable[[Arrays, Callable[[Arrays | None, BaseException | None], None]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +101,11 @@ class MicroBatcher:
         label: str = "model",
         observer: BatchObserver | None = None,
         validate: Callable[[Arrays], None] | None = None,
+        start: StartFn | None = None,
     ) -> None:
         self._run = run
+        # When given, runs are started on the runtime's thread instead of the executor's.
+        self._start = start
         # Value checks on the merged feeds: one pass a batch instead of one a request.
         self._validate = validate
         self.policy = policy
@@ -282,7 +287,10 @@ class MicroBatcher:
             return
         rows = sum(p.rows for p in batch)
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, feeds)
+            if self._start is not None:
+                outputs = await self._started(loop, feeds)
+            else:
+                outputs = await loop.run_in_executor(self._executor, self._run, feeds)
             parts = self._split(outputs, [p.rows for p in batch])
         except asyncio.CancelledError:
             for pending in batch:
@@ -306,6 +314,26 @@ class MicroBatcher:
                 pending.future.set_result(part)
                 latencies.append(done - pending.enqueued)
         self._observer.on_answered(latencies)
+
+    async def _started(self, loop: asyncio.AbstractEventLoop, feeds: Arrays) -> Arrays:
+        """The outputs of a run started on the runtime's own thread: it calls back once,
+        and the result crosses to the loop with one thread-safe call (the only time that
+        thread takes the GIL), instead of a worker's two."""
+        future: asyncio.Future[Arrays] = loop.create_future()
+
+        def done(outputs: Arrays | None, error: BaseException | None) -> None:
+            # (``feeds`` stays referenced here until the run has ended)
+            with contextlib.suppress(RuntimeError):  # the loop closed while it ran
+                loop.call_soon_threadsafe(_settle, future, outputs, error, feeds)
+
+        assert self._start is not None
+        self._start(feeds, done)
+        try:
+            return await future
+        except Exception:
+            # run_async reports a failure as text only; the same run made the usual way
+            # raises onnxruntime's typed error (an invalid argument is the caller's: 422).
+            return await loop.run_in_executor(self._executor, self._run, feeds)
 
     @staticmethod
     def _split(outputs: Arrays, sizes: list[int]) -> list[Arrays]:
@@ -346,3 +374,18 @@ class MicroBatcher:
                 "The error is in the server log.",
             )
         pending.future.set_exception(exc)
+
+
+def _settle(
+    future: asyncio.Future[Arrays],
+    outputs: Arrays | None,
+    error: BaseException | None,
+    feeds: Arrays,
+) -> None:
+    if future.done():  # its batch was abandoned (the pool closing)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert outputs is not None
+        future.set_result(outputs)

@@ -84,6 +84,8 @@ class ServingPool:
             providers=tuple(settings.serving_providers),
             intra_op_threads=settings.serving_intra_op_threads,
             warm_rows=tuple(warm),
+            # (with 0 threads, onnxruntime sizes its pool; it may leave none for run_async)
+            run_async=settings.serving_run_async and settings.serving_intra_op_threads > 0,
         )
         # A request larger than the whole queue could never be accepted: refuse it as
         # invalid rather than tell its caller to retry.
@@ -252,6 +254,7 @@ class ServingPool:
             label=f"{name!r} version {version}",
             observer=self._observer(name),
             validate=functools.partial(check_values, session.signature),
+            start=session.start if self.options.run_async else None,
         )
         # Read when /metrics is scraped, rather than set on every change of the queue.
         self.metrics.queued_rows.labels(name, str(version)).set_function(

@@ -8,6 +8,7 @@ CPU provider is always kept last, so a misconfigured GPU replica still serves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ class SessionOptions:
     providers: tuple[str, ...] = (CPU,)
     intra_op_threads: int = 1
     warm_rows: tuple[int, ...] = (1,)
+    # Runs go to onnxruntime's own thread (LoadedSession.start) rather than to a worker.
+    run_async: bool = False
 
 
 def choose_providers(requested: tuple[str, ...]) -> list[str]:
@@ -58,6 +61,24 @@ class LoadedSession:
         results = self.session.run(None, feeds)
         return dict(zip(self.signature.outputs, results, strict=True))
 
+    def start(self, feeds: dict[str, np.ndarray[Any, Any]], done: Done) -> None:
+        """Start a run on onnxruntime's own thread; ``done(outputs, None)`` or
+        ``done(None, error)`` is called from that thread when it ends. The error carries
+        onnxruntime's message only (run_async reports no status code): :meth:`run` the same
+        feeds to get its typed exception."""
+        outputs = self.signature.outputs
+
+        def finished(results: list[Any], _: object, error: str) -> None:
+            if error:
+                done(None, RuntimeError(error))
+            else:
+                done(dict(zip(outputs, results, strict=True)), None)
+
+        self.session.run_async(None, feeds, finished, None)
+
+
+Done = Callable[[dict[str, np.ndarray[Any, Any]] | None, BaseException | None], None]
+
 
 def dummy_feeds(signature: Signature, rows: int) -> dict[str, np.ndarray[Any, Any]]:
     """Zeros of the right dtype and shape (free dimensions: ``rows`` first, 1 elsewhere).
@@ -81,6 +102,11 @@ def load_session(data: bytes, options: SessionOptions) -> LoadedSession:
     """
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = options.intra_op_threads
+    if options.run_async and options.intra_op_threads > 0:
+        # run_async runs on the intra-op pool, which must have a thread beside the caller's
+        # slot; not spinning, that thread sleeps between runs instead of taking a core.
+        session_options.intra_op_num_threads = options.intra_op_threads + 1
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session_options.inter_op_num_threads = 1
     session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

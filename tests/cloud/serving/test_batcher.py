@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -298,4 +299,67 @@ async def test_values_are_validated_per_batch_and_only_culprits_fail(
     assert isinstance(good1, dict) and good1["y"].tolist() == [[2]]
     assert isinstance(good2, dict) and good2["y"].tolist() == [[4]]
     assert checked == [3, 1, 1, 1] and model.calls == [2]
+    await b.close()
+
+
+class ThreadStarter:
+    """Starts each run on a thread of its own, as onnxruntime's run_async does, and calls
+    back from it; a failing run reports text only (no typed error), as run_async does."""
+
+    def __init__(self, model: RecordingModel) -> None:
+        self.model = model
+        self.started = 0
+
+    def __call__(self, feeds: Arrays, done: Any) -> None:
+        self.started += 1
+
+        def run() -> None:
+            try:
+                outputs = self.model(feeds)
+            except Exception as exc:
+                done(None, RuntimeError(str(exc)))
+                return
+            done(outputs, None)
+
+        threading.Thread(target=run).start()
+
+
+async def test_runs_started_on_the_runtimes_thread_answer_each_its_rows(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model = RecordingModel()
+    starter = ThreadStarter(model)
+    b = MicroBatcher(
+        model,
+        policy=BatchPolicy(batching=True, max_batch=8, max_delay_s=NEVER_S, max_queue_rows=99),
+        executor=executor,
+        batchable=True,
+        start=starter,
+    )
+    results = await asyncio.gather(
+        b.submit(rows(1), 1), b.submit(rows(2, 3, 4), 3), b.submit(rows(5, 6, 7, 8), 4)
+    )
+    assert starter.started == 1 and model.calls == [8]
+    assert [r["y"].ravel().tolist() for r in results] == [[2], [4, 6, 8], [10, 12, 14, 16]]
+    await b.close()
+
+
+async def test_a_failed_started_run_is_made_again_for_its_typed_error(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """A run reported failed as text is made again the usual way: the poisoned batch is
+    split, only the culprit fails, with the error the model raised (not the text)."""
+    model = RecordingModel()
+    b = MicroBatcher(
+        model,
+        policy=BatchPolicy(batching=True, max_batch=3, max_delay_s=NEVER_S, max_queue_rows=99),
+        executor=executor,
+        batchable=True,
+        start=ThreadStarter(model),
+    )
+    results = await asyncio.gather(
+        b.submit(rows(1), 1), b.submit(rows(-1), 1), b.submit(rows(3), 1), return_exceptions=True
+    )
+    assert results[0]["y"].tolist() == [[2]] and results[2]["y"].tolist() == [[6]]
+    assert isinstance(results[1], ModelRunFailed)
     await b.close()

@@ -71,7 +71,8 @@ def wait_for_metric(client: TestClient, name: str, value: float) -> None:
 def test_full_queue_answers_429_with_retry_after(make_client: Any) -> None:
     """With the model's run thread busy and two rows queued at a limit of two, the next
     request gets 429 with Retry-After; the queued ones are answered once it frees up."""
-    client = make_client(serving_max_queue_rows=2)
+    # (runs in the worker thread, which the test can occupy; the queue is the same either way)
+    client = make_client(serving_max_queue_rows=2, serving_run_async=False)
     body = to_json(onnx_models.recommender_inputs(1))
     served = client.portal.call(client.app.state.serving.get, "ranker", 1)
     gate = threading.Event()
