@@ -56,17 +56,31 @@ class Layout:
     nbytes: int
     # Per model input plan: (rows, shape key) when the arrays are exactly its feeds.
     _exact: dict[Plan, tuple[int, tuple[tuple[int, ...], ...]] | None] = field(default_factory=dict)
+    # The same ranges read in one call each: the fixed bytes, and the CRCs in the directory.
+    _fixed_reader: struct.Struct = field(init=False)
+    _fixed_bytes: tuple[bytes, ...] = field(init=False)
+    _crc_reader: struct.Struct = field(init=False)
+
+    def __post_init__(self) -> None:
+        fixed_format, at = ["<"], 0
+        for start, stop, _ in self.fixed:
+            fixed_format.append(f"{start - at}x{stop - start}s")
+            at = stop
+        crc_format, at = ["<"], 0
+        for _, _, crc in self.checked:  # (in directory order: their CRCs' offsets increase)
+            crc_format.append(f"{crc - at}xI")
+            at = crc + 4
+        object.__setattr__(self, "_fixed_reader", struct.Struct("".join(fixed_format)))
+        object.__setattr__(self, "_fixed_bytes", tuple(expected for *_, expected in self.fixed))
+        object.__setattr__(self, "_crc_reader", struct.Struct("".join(crc_format)))
 
     def holds(self, body: bytes) -> bool:
         """Whether ``body`` (of this layout's length) is an archive of this layout."""
-        for start, stop, expected in self.fixed:
-            if body[start:stop] != expected:
-                return False
+        if self._fixed_reader.unpack_from(body) != self._fixed_bytes:
+            return False
         view = memoryview(body)
-        for start, stop, crc in self.checked:
-            if zlib.crc32(view[start:stop]) != int.from_bytes(body[crc : crc + 4], "little"):
-                return False
-        return True
+        computed = [zlib.crc32(view[start:stop]) for start, stop, _ in self.checked]
+        return tuple(computed) == self._crc_reader.unpack_from(body)
 
     def exact(self, plan: Plan, max_rows: int) -> tuple[int, tuple[tuple[int, ...], ...]] | None:
         """(rows, trailing shapes in plan order) when this layout's arrays are exactly the
@@ -200,7 +214,11 @@ _templates: dict[tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...], _Templa
 
 def encode(outputs: Arrays) -> bytes:
     """``npz.write_arrays(outputs)``, byte for byte, from a template per output shape."""
-    key = tuple([(name, a.dtype, a.shape) for name, a in outputs.items()])
+    if len(outputs) == 1:  # (a model's usual answer: one output; the same, in fewer steps)
+        ((name, array),) = outputs.items()
+        key: tuple[Any, ...] = ((name, array.dtype, array.shape),)
+    else:
+        key = tuple([(name, a.dtype, a.shape) for name, a in outputs.items()])
     try:
         template = _templates[key]
     except KeyError:
@@ -209,6 +227,11 @@ def encode(outputs: Arrays) -> bytes:
         template = _templates[key] = _template(outputs)
     if template is None:
         return npz.write_arrays(outputs)
+    pieces = template.pieces
+    if len(outputs) == 1:
+        data = array.data if array.flags.c_contiguous else array.tobytes()
+        crc = zlib.crc32(data, template.header_crcs[0]).to_bytes(4, "little")
+        return b"".join((pieces[0], crc, pieces[1], data, pieces[2], crc, pieces[3]))
     datas = [a.data if a.flags.c_contiguous else a.tobytes() for a in outputs.values()]
     crcs = [
         zlib.crc32(data, start).to_bytes(4, "little")
@@ -218,7 +241,6 @@ def encode(outputs: Arrays) -> bytes:
     for crc, data in zip(crcs, datas, strict=True):
         variable += (crc, data)
     variable += crcs
-    pieces = template.pieces
     parts: list[Any] = [pieces[0]]
     for value, piece in zip(variable, pieces[1:], strict=True):
         parts += (value, piece)
