@@ -136,30 +136,46 @@ class Archive:
         return {m.name: np.ndarray(m.shape, m.dtype, body, m.data) for m in self.layout.members}
 
 
-_layouts: dict[int, Layout] = {}
+# The layouts seen, by body length: a few a length (clients whose arrays differ in dtype
+# or name but not in size), the lengths in order of last use. Used by the event loop only.
+_layouts: dict[int, list[Layout]] = {}
+LAYOUTS_PER_LENGTH = 4
 
 
 def decode(body: bytes, *, max_bytes: int) -> Archive | Arrays:
     """The body's archive when its layout is known, else its arrays (learning the layout
     when the body is a plain ``np.savez`` archive); the errors of ``npz.read_arrays``."""
-    layout = _layouts.get(len(body))
-    if layout is not None and layout.nbytes <= max_bytes and layout.holds(body):
-        return Archive(body, layout)
+    known = _layouts.pop(len(body), None)
+    if known is not None:
+        _layouts[len(body)] = known  # (last used: the last to be forgotten)
+        for layout in known:
+            if layout.nbytes <= max_bytes and layout.holds(body):
+                return Archive(body, layout)
     plain = npz.read_plain(body, max_bytes)
     if plain is None:
         return npz.read_arrays(body, max_bytes=max_bytes)
-    if len(_layouts) >= MAX_LAYOUTS:
-        del _layouts[next(iter(_layouts))]
-    _layouts[len(body)] = learn(body)
+    learned = learn(body)
+    if learned is not None:
+        if known is None:
+            if len(_layouts) >= MAX_LAYOUTS:
+                del _layouts[next(iter(_layouts))]
+            known = _layouts[len(body)] = []
+        known.insert(0, learned)
+        del known[LAYOUTS_PER_LENGTH:]
     return plain
 
 
-def learn(body: bytes) -> Layout:
-    """The layout of ``body``, an archive ``npz.read_plain`` accepted."""
+def learn(body: bytes) -> Layout | None:
+    """The layout of ``body``, an archive ``npz.read_plain`` accepted, when it is laid out
+    as ``np.savez`` writes one (each member right after the one before, from the start of
+    the body to the directory, its local name the directory's); None otherwise, and such
+    a body is always read in full."""
     end = len(body) - npz.END.size
     *_, total, _, position, _ = npz.END.unpack_from(body, end)
+    directory = position
     variable: list[tuple[int, int]] = []
     checked = []
+    expected_local = 0
     members = []
     for _ in range(total):
         _, _, _, _, size, _, name_len, extra_len, comment_len, local = npz.ENTRY.unpack_from(
@@ -167,6 +183,8 @@ def learn(body: bytes) -> Layout:
         )
         raw_name = body[position + 46 : position + 46 + name_len]
         local_name, local_extra = _LOCAL_NAME.unpack_from(body, local + 26)
+        if local != expected_local or body[local + 30 : local + 30 + local_name] != raw_name:
+            return None
         start = local + 30 + local_name + local_extra
         data = start + 10 + int.from_bytes(body[start + 8 : start + 10], "little")
         plain = npz.plain_member(raw_name, body[start:data])
@@ -182,6 +200,9 @@ def learn(body: bytes) -> Layout:
         checked.append((start, start + size, position + 16))
         members.append(Member(name, dtype, shape, data, nbytes))
         position += 46 + name_len + extra_len + comment_len
+        expected_local = start + size
+    if expected_local != directory:  # (something between the last member and the directory)
+        return None
     fixed = []
     at = 0
     for start, stop in sorted(variable):

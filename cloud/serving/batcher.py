@@ -4,9 +4,10 @@ Requests queue on the event loop. A worker takes the oldest request and, when re
 have been overlapping (the previous batch merged several), waits at most ``max_delay_s``
 (from that request's arrival) for the queue to hold ``max_batch`` rows; it then takes
 every queued request that fits and has the same trailing shapes, concatenates their
-inputs along the batch dimension, runs the model ONCE in a dedicated thread (the
-call releases the GIL, so the loop keeps serving HTTP meanwhile) and hands each request
-its slice of the outputs. While a run is in flight the next batch fills on its own.
+inputs along the batch dimension, runs the model ONCE off the event loop (started on
+onnxruntime's own thread, or in a worker thread; the run releases the GIL, so the loop
+keeps serving HTTP meanwhile) and hands each request its slice of the outputs. While a
+run is in flight the next batch fills on its own.
 
 The queue is bounded in rows: past ``max_queue_rows`` a request is refused at once with
 :class:`Overloaded` (429 with ``Retry-After``) instead of waiting without bound.
@@ -278,7 +279,9 @@ class MicroBatcher:
                 self._fail(pending, exc)
         return admitted, self._merge_feeds(admitted) if admitted else {}
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+    async def _execute(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], *, retry: bool = False
+    ) -> None:
         started = time.perf_counter()
         self._observer.on_queued([started - pending.enqueued for pending in batch])
         self._last_requests = len(batch)
@@ -287,8 +290,8 @@ class MicroBatcher:
             return
         rows = sum(p.rows for p in batch)
         try:
-            if self._start is not None:
-                outputs = await self._started(loop, feeds)
+            if self._start is not None and not retry:
+                outputs = await self._started(loop, feeds, typed=len(batch) == 1)
             else:
                 outputs = await loop.run_in_executor(self._executor, self._run, feeds)
             parts = self._split(outputs, [p.rows for p in batch])
@@ -300,7 +303,7 @@ class MicroBatcher:
             if len(batch) > 1:
                 # One request may have poisoned the batch: run each alone, so only it fails.
                 for pending in batch:
-                    await self._execute(loop, [pending])
+                    await self._execute(loop, [pending], retry=True)
                 return
             self._fail(batch[0], exc)
             return
@@ -315,10 +318,13 @@ class MicroBatcher:
                 latencies.append(done - pending.enqueued)
         self._observer.on_answered(latencies)
 
-    async def _started(self, loop: asyncio.AbstractEventLoop, feeds: Arrays) -> Arrays:
+    async def _started(
+        self, loop: asyncio.AbstractEventLoop, feeds: Arrays, *, typed: bool
+    ) -> Arrays:
         """The outputs of a run started on the runtime's own thread: it calls back once,
         and the result crosses to the loop with one thread-safe call (the only time that
-        thread takes the GIL), instead of a worker's two."""
+        thread takes the GIL), instead of a worker's two. ``typed``: a failure is made again
+        the usual way for its typed error (a batch of several is split instead)."""
         future: asyncio.Future[Arrays] = loop.create_future()
 
         def done(outputs: Arrays | None, error: BaseException | None) -> None:
@@ -331,6 +337,8 @@ class MicroBatcher:
         try:
             return await future
         except Exception:
+            if not typed:
+                raise
             # run_async reports a failure as text only; the same run made the usual way
             # raises onnxruntime's typed error (an invalid argument is the caller's: 422).
             return await loop.run_in_executor(self._executor, self._run, feeds)

@@ -84,8 +84,11 @@ class ServingPool:
             providers=tuple(settings.serving_providers),
             intra_op_threads=settings.serving_intra_op_threads,
             warm_rows=tuple(warm),
-            # (with 0 threads, onnxruntime sizes its pool; it may leave none for run_async)
-            run_async=settings.serving_run_async and settings.serving_intra_op_threads > 0,
+            # (with 0 threads, onnxruntime sizes its pool and may leave none for run_async; with
+            # several runs in flight, each needs a thread of its own: the worker threads)
+            run_async=settings.serving_run_async
+            and settings.serving_intra_op_threads > 0
+            and settings.serving_concurrent_runs == 1,
         )
         # A request larger than the whole queue could never be accepted: refuse it as
         # invalid rather than tell its caller to retry.

@@ -69,10 +69,18 @@ class LoadedSession:
         outputs = self.signature.outputs
 
         def finished(results: list[Any], _: object, error: str) -> None:
-            if error:
-                done(None, RuntimeError(error))
-            else:
-                done(dict(zip(outputs, results, strict=True)), None)
+            # onnxruntime swallows what a callback raises: anything going wrong here must
+            # still reach ``done``, or the run's requests would wait forever.
+            try:
+                if error:
+                    done(None, RuntimeError(error))
+                else:
+                    done(dict(zip(outputs, results, strict=True)), None)
+            except BaseException as exc:  # (handed over, not swallowed)
+                try:
+                    done(None, exc)
+                except BaseException:  # (the last resort, on a thread of onnxruntime's)
+                    log.exception("a model run's result could not be handed back")
 
         self.session.run_async(None, feeds, finished, None)
 

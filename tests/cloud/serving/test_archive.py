@@ -200,3 +200,34 @@ def test_responses_are_the_writers_bytes(seed: int) -> None:
         assert archive.encode(outputs) == npz.write_arrays(outputs)
     strided = {"s": np.arange(12, dtype=np.float32).reshape(3, 4)[:, 1]}
     assert archive.encode(strided) == npz.write_arrays(strided)
+
+
+def test_layouts_of_one_length_are_all_kept() -> None:
+    """Two clients whose arrays differ in dtype only send bodies of one length: both
+    layouts are kept, and neither is learned again."""
+    floats = npz_bytes(x=np.zeros((1, 8), np.float32))
+    ints = npz_bytes(x=np.zeros((1, 8), np.int32))
+    assert len(floats) == len(ints)
+    for body in (floats, ints):
+        archive.decode(body, max_bytes=1 << 20)
+    for body in (floats, ints, floats, ints):
+        decoded = archive.decode(body, max_bytes=1 << 20)
+        assert isinstance(decoded, archive.Archive)
+        same(decoded.arrays(), npz.read_arrays(body, max_bytes=1 << 20))
+    assert len(archive._layouts[len(floats)]) == 2
+
+
+def test_an_archive_not_laid_out_as_numpy_writes_is_never_learned() -> None:
+    """Bytes between the last member and the directory (read_plain accepts them): such a
+    body is read in full every time."""
+    body = npz_bytes(x=np.arange(3, dtype=np.int64))
+    end = len(body) - npz.END.size
+    *head, cd_offset, comment = npz.END.unpack_from(body, end)
+    padded = body[:cd_offset] + b"\0" * 8 + body[cd_offset:end]
+    padded += npz.END.pack(*head, cd_offset + 8, comment)
+    assert npz.read_plain(padded, 1 << 20) is not None
+    assert archive.learn(padded) is None
+    for _ in range(2):
+        decoded = archive.decode(padded, max_bytes=1 << 20)
+        assert isinstance(decoded, dict)
+        same(decoded, npz.read_arrays(padded, max_bytes=1 << 20))

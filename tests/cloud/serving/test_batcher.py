@@ -362,4 +362,6 @@ async def test_a_failed_started_run_is_made_again_for_its_typed_error(
     )
     assert results[0]["y"].tolist() == [[2]] and results[2]["y"].tolist() == [[6]]
     assert isinstance(results[1], ModelRunFailed)
+    # The started batch, then each request alone the usual way: no run is made twice.
+    assert model.calls == [3, 1, 1, 1]
     await b.close()

@@ -154,3 +154,12 @@ def test_a_version_registered_on_one_replica_is_served_by_another(settings: Sett
         assert infer_json(second, "ranker", body).json()["version"] == 1
         upload_model(first, name="ranker", data=onnx_models.recommender(seed=5))
         assert until_version(second, "ranker", body, 2)["version"] == 2
+
+
+def test_runs_start_on_onnxruntimes_thread_only_where_each_gets_one(make_client: Any) -> None:
+    """run_async runs on the intra-op pool: with several runs in flight a version, or a
+    pool onnxruntime sizes itself, runs go to the worker threads instead."""
+    assert make_client().app.state.serving.options.run_async
+    assert not make_client(serving_concurrent_runs=2).app.state.serving.options.run_async
+    assert not make_client(serving_intra_op_threads=0).app.state.serving.options.run_async
+    assert not make_client(serving_run_async=False).app.state.serving.options.run_async

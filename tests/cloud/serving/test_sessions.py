@@ -43,3 +43,21 @@ def test_a_failed_started_run_reports_onnxruntimes_message() -> None:
     outputs, error = started(session, feeds)
     assert outputs is None and isinstance(error, RuntimeError)
     assert "out of" in str(error) or "bounds" in str(error)
+
+
+def test_a_failing_hand_back_still_reaches_the_caller() -> None:
+    """onnxruntime swallows what a callback raises: an error while handing back the
+    outputs is handed over instead, so the run's requests never wait forever."""
+    session = load_session(onnx_models.recommender(), SessionOptions(run_async=True))
+    calls: list[Any] = []
+    finished = threading.Event()
+
+    def done(outputs: Any, error: Any) -> None:
+        calls.append((outputs, error))
+        if len(calls) == 1 and error is None:
+            raise MemoryError("while handing back")
+        finished.set()
+
+    session.start(dict(onnx_models.recommender_inputs(2)), done)
+    assert finished.wait(10)
+    assert calls[-1][0] is None and isinstance(calls[-1][1], MemoryError)
