@@ -209,14 +209,15 @@ def train_base(
     rng = np.random.default_rng(seed)
     basis = fd.fit_basis(data.central, data.vocab_size)
     half_life = config.half_life
-    if half_life is None:
-        quantiles = fd.population_quantiles(fd.user_statistics(data.central, basis))
-    else:
-        quantiles = fd.population_quantiles(fd.earlier_statistics(data.central, basis, half_life))
     central = (
         data.central if limit is None else data.central.take(np.arange(len(data.central))[-limit:])
     )
     stats = fd.earlier_statistics(central, basis, half_life)
+    if half_life is None:
+        quantiles = fd.population_quantiles(fd.user_statistics(data.central, basis))
+    else:  # over every central rating: the ones trained on, when there is no limit
+        everyone = stats if limit is None else fd.earlier_statistics(data.central, basis, half_life)
+        quantiles = fd.population_quantiles(everyone)
     ranks = fd.ranks(stats, quantiles)[:, : config.rank]
     model = FederatedModel(data.vocab_size, len(data.genre_names), config)
     params = model.init_params(rng)

@@ -245,9 +245,9 @@ class MicroBatcher:
 
     @staticmethod
     def _merge_feeds(batch: list[_Pending]) -> Arrays:
-        first = batch[0].feeds
         if len(batch) == 1:
             return batch[0].arrays()
+        first = batch[0].feeds
         if isinstance(first, Archive):
             layout = first.layout
             bodies = []

@@ -25,7 +25,7 @@ from cloud.core.errors import (
     NotAcceptable,
     UnsupportedMediaType,
 )
-from cloud.serving import npz
+from cloud.serving import archive, npz
 
 
 class InvalidJsonBody(BadRequest):
@@ -136,4 +136,5 @@ def encode_json(name: str, version: int, outputs: dict[str, np.ndarray[Any, Any]
 
 
 def encode_npz(outputs: dict[str, np.ndarray[Any, Any]]) -> bytes:
-    return npz.write_arrays(outputs)
+    """What ``np.savez`` would write, from a template per output shape."""
+    return archive.encode(outputs)

@@ -55,7 +55,7 @@ async def answer(
         arrays = decode()
     served, outputs = await pool.infer(name, version, arrays)
     if response_type == codec.NPZ:
-        return Answer(archive.encode(outputs), codec.NPZ, served.headers, served.raw_headers)
+        return Answer(codec.encode_npz(outputs), codec.NPZ, served.headers, served.raw_headers)
     bad = non_finite_outputs(outputs)
     if bad:
         raise ModelRunFailed(

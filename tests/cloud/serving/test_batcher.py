@@ -50,6 +50,8 @@ def batcher(
     max_queue_rows: int = 1000,
     batchable: bool = True,
     observer: BatchObserver | None = None,
+    validate: Any = None,
+    start: Any = None,
 ) -> MicroBatcher:
     return MicroBatcher(
         model,
@@ -62,6 +64,8 @@ def batcher(
         executor=executor,
         batchable=batchable,
         observer=observer,
+        validate=validate,
+        start=start,
     )
 
 
@@ -285,13 +289,7 @@ async def test_values_are_validated_per_batch_and_only_culprits_fail(
             raise InvalidModelInput("too big", details={"input": "x"})
 
     model = RecordingModel()
-    b = MicroBatcher(
-        model,
-        policy=BatchPolicy(batching=True, max_batch=3, max_delay_s=NEVER_S, max_queue_rows=10),
-        executor=executor,
-        batchable=True,
-        validate=validate,
-    )
+    b = batcher(model, executor, max_batch=3, max_queue_rows=10, validate=validate)
     good1, bad, good2 = await asyncio.gather(
         b.submit(rows(1), 1), b.submit(rows(500), 1), b.submit(rows(2), 1), return_exceptions=True
     )
@@ -329,13 +327,7 @@ async def test_runs_started_on_the_runtimes_thread_answer_each_its_rows(
 ) -> None:
     model = RecordingModel()
     starter = ThreadStarter(model)
-    b = MicroBatcher(
-        model,
-        policy=BatchPolicy(batching=True, max_batch=8, max_delay_s=NEVER_S, max_queue_rows=99),
-        executor=executor,
-        batchable=True,
-        start=starter,
-    )
+    b = batcher(model, executor, max_batch=8, max_queue_rows=99, start=starter)
     results = await asyncio.gather(
         b.submit(rows(1), 1), b.submit(rows(2, 3, 4), 3), b.submit(rows(5, 6, 7, 8), 4)
     )
@@ -350,13 +342,7 @@ async def test_a_failed_started_run_is_made_again_for_its_typed_error(
     """A run reported failed as text is made again the usual way: the poisoned batch is
     split, only the culprit fails, with the error the model raised (not the text)."""
     model = RecordingModel()
-    b = MicroBatcher(
-        model,
-        policy=BatchPolicy(batching=True, max_batch=3, max_delay_s=NEVER_S, max_queue_rows=99),
-        executor=executor,
-        batchable=True,
-        start=ThreadStarter(model),
-    )
+    b = batcher(model, executor, max_batch=3, max_queue_rows=99, start=ThreadStarter(model))
     results = await asyncio.gather(
         b.submit(rows(1), 1), b.submit(rows(-1), 1), b.submit(rows(3), 1), return_exceptions=True
     )
