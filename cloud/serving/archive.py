@@ -114,11 +114,13 @@ class Layout:
 
     def merge(self, bodies: Sequence[bytes]) -> Arrays:
         """The arrays of archives of this layout, concatenated along the first axis."""
+        n = len(bodies)
+        # The bodies as rows of one byte matrix; each input is a block of its columns.
+        matrix = np.frombuffer(b"".join(bodies), np.uint8).reshape(n, self.size)
         merged = {}
         for m in self.members:
-            joined = b"".join([body[m.data : m.data + m.nbytes] for body in bodies])
-            shape = (m.shape[0] * len(bodies), *m.shape[1:])
-            merged[m.name] = np.frombuffer(joined, m.dtype).reshape(shape)
+            block = np.ascontiguousarray(matrix[:, m.data : m.data + m.nbytes])
+            merged[m.name] = block.view(m.dtype).reshape((m.shape[0] * n, *m.shape[1:]))
         return merged
 
 

@@ -45,6 +45,7 @@ Arrays = dict[str, np.ndarray[Any, Any]]
 # What a request brings: its arrays, or an archive of a known layout (merged by bytes).
 Feeds = Arrays | Archive
 ShapeKey = tuple[tuple[int, ...], ...]
+Seconds = list[float] | np.ndarray[Any, Any]  # a batch's waits or latencies
 RunFn = Callable[[Arrays], Arrays]
 # Starts a run on the runtime's own thread, which calls back (outputs, None) or (None, error).
 StartFn = Callable[[Arrays, Callable[[Arrays | None, BaseException | None], None]], None]
@@ -67,8 +68,8 @@ class BatchObserver:
     reported: :attr:`MicroBatcher.queued_rows`."""
 
     on_batch: Callable[[int, int, float], None] = lambda rows, requests, run_s: None
-    on_queued: Callable[[list[float]], None] = lambda waits_s: None
-    on_answered: Callable[[list[float]], None] = lambda latencies_s: None
+    on_queued: Callable[[Seconds], None] = lambda waits_s: None
+    on_answered: Callable[[Seconds], None] = lambda latencies_s: None
 
 
 class _Pending:
@@ -131,6 +132,13 @@ class MicroBatcher:
         """The outputs of the model for ``feeds`` (``rows`` rows), once its batch has run.
         ``shape_key``: the inputs' trailing dimensions, in the model's input order (taken
         from ``feeds``, arrays then, when not given)."""
+        return await self.enqueue(feeds, rows, shape_key)
+
+    def enqueue(
+        self, feeds: Feeds, rows: int, shape_key: ShapeKey | None = None
+    ) -> asyncio.Future[Arrays]:
+        """:meth:`submit`, without the coroutine: the future of the outputs (one frame less
+        on every request's way in and out)."""
         if self._closed:
             raise ServiceUnavailable("The serving pool is shutting down; retry on another replica.")
         if self.queued_rows + rows > self.policy.max_queue_rows:
@@ -156,7 +164,7 @@ class MicroBatcher:
             self._filled.set()
         if len(self._workers) < self.policy.concurrency:
             self._start_workers()
-        return await future
+        return future
 
     def _start_workers(self) -> None:
         while len(self._workers) < self.policy.concurrency:
@@ -283,11 +291,16 @@ class MicroBatcher:
         self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], *, retry: bool = False
     ) -> None:
         started = time.perf_counter()
-        self._observer.on_queued([started - pending.enqueued for pending in batch])
+        # (arrival times as an array: the waits and latencies are each one numpy step)
+        arrived = np.array([pending.enqueued for pending in batch])
+        self._observer.on_queued(started - arrived)
         self._last_requests = len(batch)
-        batch, feeds = self._admit(batch, self._merge_feeds(batch))
-        if not batch:
+        admitted, feeds = self._admit(batch, self._merge_feeds(batch))
+        if not admitted:
             return
+        if len(admitted) < len(batch):
+            batch = admitted
+            arrived = np.array([pending.enqueued for pending in batch])
         rows = sum(p.rows for p in batch)
         try:
             if self._start is not None and not retry:
@@ -311,12 +324,18 @@ class MicroBatcher:
         elapsed = done - started
         self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * elapsed / rows
         self._observer.on_batch(rows, len(batch), elapsed)
-        latencies = []
+        skipped = []
         for pending, part in zip(batch, parts, strict=True):
-            if not pending.future.done():
+            if pending.future.done():  # (its caller went away while it ran)
+                skipped.append(pending)
+            else:
                 pending.future.set_result(part)
-                latencies.append(done - pending.enqueued)
-        self._observer.on_answered(latencies)
+        if skipped:
+            self._observer.on_answered(
+                [done - pending.enqueued for pending in batch if pending not in skipped]
+            )
+        else:
+            self._observer.on_answered(done - arrived)
 
     async def _started(
         self, loop: asyncio.AbstractEventLoop, feeds: Arrays, *, typed: bool
@@ -345,7 +364,8 @@ class MicroBatcher:
 
     @staticmethod
     def _split(outputs: Arrays, sizes: list[int]) -> list[Arrays]:
-        if len(sizes) == 1:
+        n = len(sizes)
+        if n == 1:
             return [outputs]
         total = sum(sizes)
         for name, array in outputs.items():
@@ -354,6 +374,14 @@ class MicroBatcher:
                     f"Output {name!r} has shape {list(array.shape)} for a batch of {total} "
                     "rows; it cannot be split per request."
                 )
+        if sizes.count(sizes[0]) == n:  # (every request the same rows, as a rule: one each)
+            # Each output seen as (requests, rows, ...): numpy makes the views, one a request.
+            size = sizes[0]
+            names = list(outputs)
+            columns = [list(a.reshape(n, size, *a.shape[1:])) for a in outputs.values()]
+            if len(names) == 1:
+                return [{names[0]: part} for part in columns[0]]
+            return [dict(zip(names, parts, strict=True)) for parts in zip(*columns, strict=True)]
         parts = []
         start = 0
         for stop in itertools.accumulate(sizes):  # views, like np.split's, without its cost

@@ -12,7 +12,7 @@ import bisect
 import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -47,14 +47,17 @@ class BatchHistogram:
         self._lock = threading.Lock()
         registry.register(self)
 
-    def observe_many(self, model: str, values: Sequence[float]) -> None:
+    def observe_many(self, model: str, values: Sequence[float] | np.ndarray[Any, Any]) -> None:
         # Bucket i counts bounds[i - 1] < value <= bounds[i] ("le"), as prometheus_client.
         found: list[int] | None = None
         if len(values) > _NUMPY_FROM:  # fewer (batching off, light load): one bisect each
-            array = np.array(values, dtype=np.float64)
+            array = np.asarray(values, dtype=np.float64)
             found = np.bincount(
                 np.searchsorted(self._array_bounds, array), minlength=len(self._bounds) + 1
             ).tolist()
+            total = float(array.sum())
+        else:
+            total = float(sum(values))
         with self._lock:
             counts = self._counts.get(model)
             if counts is None:
@@ -65,7 +68,7 @@ class BatchHistogram:
                     counts[bisect.bisect_left(self._bounds, value)] += 1
             else:
                 counts[:] = [a + b for a, b in zip(counts, found, strict=True)]
-            self._sums[model] += sum(values)
+            self._sums[model] += total
 
     def describe(self) -> list[Metric]:
         return [HistogramMetricFamily(self.name, self.documentation, labels=["model"])]

@@ -41,7 +41,7 @@ from cloud.events.publisher import EVENTS_CHANNEL
 from cloud.registry.service import get_version
 from cloud.registry.tables import ModelVersionRow
 from cloud.serving.archive import Archive
-from cloud.serving.batcher import Arrays, BatchObserver, BatchPolicy, MicroBatcher
+from cloud.serving.batcher import Arrays, BatchObserver, BatchPolicy, MicroBatcher, Seconds
 from cloud.serving.metrics import ServingMetrics
 from cloud.serving.sessions import LoadedSession, SessionOptions, load_session
 from cloud.serving.signature import check_inputs, check_values
@@ -136,14 +136,15 @@ class ServingPool:
         the latest)."""
         # Counted from here on: a label per unknown name would let callers grow the
         # metrics without bound.
-        served = await self.get(name, version)
+        # (a loaded version is had without a coroutine: one frame less a request)
+        served = self._ready(name, version) or await self.get(name, version)
         try:
             plan = served.session.signature.plan
             if isinstance(arrays, Archive):
                 # A known layout's check is made once: its arrays are made in the batch.
                 exact = None if plan is None else arrays.layout.exact(plan, self.max_request_rows)
                 if exact is not None:
-                    outputs = await served.batcher.submit(arrays, *exact)
+                    outputs = await served.batcher.enqueue(arrays, *exact)
                     return served, outputs
                 arrays = arrays.arrays()
             # Values are checked by the batcher, once per merged batch.
@@ -157,8 +158,24 @@ class ServingPool:
             raise
         return served, outputs
 
+    def _ready(self, name: str, version: int | None) -> ServedModel | None:
+        """:meth:`get`'s answer when it needs no waiting (the version loaded, the latest
+        fresh), else None."""
+        if version is None:
+            latest = self._latest.get(name)
+            if latest is None or time.monotonic() - latest[1] > self._latest_ttl_s:
+                return None
+            version = latest[0]
+        served = self._models.get((name, version))
+        if served is not None:
+            self._models.move_to_end((name, version))
+        return served
+
     async def get(self, name: str, version: int | None = None) -> ServedModel:
         """The loaded model version, loading it (once, however many ask) when needed."""
+        served = self._ready(name, version)
+        if served is not None:
+            return served
         if version is None:
             latest = self._latest.get(name)
             if latest is not None:
@@ -167,12 +184,7 @@ class ServingPool:
                     self._refresh_soon(name)
             else:
                 version = await self._load_latest(name)
-        key = (name, version)
-        served = self._models.get(key)
-        if served is not None:
-            self._models.move_to_end(key)
-            return served
-        return await self._load(key)
+        return await self._load((name, version))
 
     # -- loading ------------------------------------------------------------------------
 
@@ -294,10 +306,10 @@ class ServingPool:
             requests_h.observe(requests)
             run_h.observe(run_s)
 
-        def on_queued(waits_s: list[float]) -> None:
+        def on_queued(waits_s: Seconds) -> None:
             m.queue_seconds.observe_many(name, waits_s)
 
-        def on_answered(latencies_s: list[float]) -> None:
+        def on_answered(latencies_s: Seconds) -> None:
             m.latency_seconds.observe_many(name, latencies_s)
             ok.inc(len(latencies_s))
 

@@ -174,12 +174,20 @@ def check_values(signature: Signature, feeds: dict[str, np.ndarray[Any, Any]]) -
                 raise _problem(
                     spec, f"values must be finite numbers that fit in {spec.dtype.name}."
                 )
-        elif spec.index_bound is not None and (array.min() < 0 or array.max() >= spec.index_bound):
+        elif spec.index_bound is not None and _beyond(array, spec.index_bound):
             raise _problem(
                 spec,
                 f"ids must lie in [0, {spec.index_bound - 1}] (the model's table has "
                 f"{spec.index_bound} rows); map unknown ids to a valid one.",
             )
+
+
+def _beyond(array: np.ndarray[Any, Any], bound: int) -> bool:
+    """Whether any id is negative or at least ``bound``: one reduction, not two (seen as
+    unsigned, a negative id is larger than any table)."""
+    if array.dtype.kind == "i":
+        array = array.view(array.dtype.str.replace("i", "u"))
+    return bool(array.max() >= bound)
 
 
 def _check_shape(spec: InputSpec, array: np.ndarray[Any, Any]) -> None:

@@ -255,6 +255,59 @@ async def test_observer_sees_batch_rows_requests_and_queue_time(
     await b.close()
 
 
+async def test_latencies_are_reported_for_admitted_and_answered_requests_only(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """A request refused by validation, or whose caller went away while its batch ran, is
+    not counted as answered: the latencies reported are those of the answered ones."""
+    latencies: list[list[float]] = []
+    observer = BatchObserver(on_answered=lambda values: latencies.append(list(values)))
+
+    def validate(feeds: Arrays) -> None:
+        if (feeds["x"] > 100).any():
+            raise InvalidModelInput("too big", details={"input": "x"})
+
+    model = RecordingModel()
+    b = batcher(model, executor, max_batch=3, observer=observer, validate=validate)
+    results = await asyncio.gather(
+        b.submit(rows(1), 1), b.submit(rows(500), 1), b.submit(rows(2), 1), return_exceptions=True
+    )
+    assert isinstance(results[1], InvalidModelInput)
+    assert [len(values) for values in latencies] == [2]
+
+    gate = threading.Event()
+
+    def slow(feeds: Arrays) -> Arrays:
+        gate.wait(5)
+        return model(feeds)
+
+    latencies.clear()
+    b2 = batcher(slow, executor, max_batch=2, observer=observer)
+    kept = asyncio.ensure_future(b2.submit(rows(1), 1))
+    dropped = asyncio.ensure_future(b2.submit(rows(2), 1))
+    await asyncio.sleep(0.05)  # both are in the running batch
+    dropped.cancel()
+    gate.set()
+    assert (await kept)["y"].tolist() == [[2]]
+    assert [len(values) for values in latencies] == [1]
+    await b.close()
+    await b2.close()
+
+
+def test_outputs_split_per_request_alike_for_equal_and_unequal_sizes() -> None:
+    """Equal sizes take numpy's views a request; unequal sizes (even those whose total is
+    a multiple of the first) are sliced; both give each request exactly its rows."""
+    outputs = {"y": np.arange(12.0).reshape(6, 2), "z": np.arange(6)}
+    for sizes in ([2, 2, 2], [1, 1, 1, 1, 1, 1], [1, 3, 2], [2, 1, 3], [6]):
+        parts = MicroBatcher._split(outputs, sizes)
+        starts = np.cumsum([0, *sizes])[:-1]
+        for part, start, size in zip(parts, starts, sizes, strict=True):
+            assert part.keys() == outputs.keys()
+            for name, array in outputs.items():
+                assert np.array_equal(part[name], array[start : start + size])
+                assert part[name].shape == (size, *array.shape[1:])
+
+
 async def test_retired_batcher_finishes_queued_work_and_restarts_on_demand(
     executor: ThreadPoolExecutor,
 ) -> None:
