@@ -239,8 +239,9 @@ def start_server(
         "TANDEM_LOG_REQUESTS": "false",
         "TANDEM_SERVING_BATCHING": "true" if batching else "false",
         "TANDEM_SERVING_MAX_BATCH": str(args.max_batch),
-        "TANDEM_SERVING_MAX_DELAY_MS": str(args.max_delay_ms),
     }
+    if args.max_delay_ms is not None:
+        env["TANDEM_SERVING_MAX_DELAY_MS"] = str(args.max_delay_ms)
     name = "batched" if batching else "unbatched"
     server = LiveServer(root / name / "data", env=env).start()
     upload = httpx.post(
@@ -325,7 +326,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="Length of each window.")
     parser.add_argument("--repeats", type=int, default=None, help="Windows per figure.")
     parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--max-delay-ms",
+        type=float,
+        default=None,
+        help="TANDEM_SERVING_MAX_DELAY_MS (default: the server's)",
+    )
     args = parser.parse_args()
     args.seconds = args.seconds or (1.2 if args.quick else 5.0)
     args.repeats = args.repeats or (3 if args.quick else 5)

@@ -91,10 +91,11 @@ class Settings(BaseSettings):
         default=64, ge=1, le=65536, description="Most rows in one merged onnxruntime call."
     )
     serving_max_delay_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         le=1000,
-        description="Longest a request waits for others to fill its batch.",
+        description="Longest a request waits for others to fill its batch, once requests "
+        "overlap. 0: a batch is what queued while the previous run ran.",
     )
     serving_max_queue_rows: int = Field(
         default=2048,
