@@ -38,6 +38,7 @@ from cloud.core.errors import (
     TandemError,
 )
 from cloud.serving.archive import Archive
+from cloud.serving.metrics import NUMPY_FROM
 
 log = logging.getLogger("tandem.serving")
 
@@ -291,16 +292,16 @@ class MicroBatcher:
         self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], *, retry: bool = False
     ) -> None:
         started = time.perf_counter()
-        # (arrival times as an array: the waits and latencies are each one numpy step)
-        arrived = np.array([pending.enqueued for pending in batch])
-        self._observer.on_queued(started - arrived)
+        arrived = [pending.enqueued for pending in batch]
+        if not retry:  # (a retried request's wait was reported with its first batch)
+            self._observer.on_queued(_elapsed(started, arrived))
         self._last_requests = len(batch)
         admitted, feeds = self._admit(batch, self._merge_feeds(batch))
         if not admitted:
             return
         if len(admitted) < len(batch):
             batch = admitted
-            arrived = np.array([pending.enqueued for pending in batch])
+            arrived = [pending.enqueued for pending in batch]
         rows = sum(p.rows for p in batch)
         try:
             if self._start is not None and not retry:
@@ -324,18 +325,13 @@ class MicroBatcher:
         elapsed = done - started
         self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * elapsed / rows
         self._observer.on_batch(rows, len(batch), elapsed)
-        skipped = []
+        gone = [pending for pending in batch if pending.future.done()]  # (callers gone away)
         for pending, part in zip(batch, parts, strict=True):
-            if pending.future.done():  # (its caller went away while it ran)
-                skipped.append(pending)
-            else:
+            if not pending.future.done():
                 pending.future.set_result(part)
-        if skipped:
-            self._observer.on_answered(
-                [done - pending.enqueued for pending in batch if pending not in skipped]
-            )
-        else:
-            self._observer.on_answered(done - arrived)
+        if gone:  # only the requests answered now count
+            arrived = [pending.enqueued for pending in batch if pending not in gone]
+        self._observer.on_answered(_elapsed(done, arrived))
 
     async def _started(
         self, loop: asyncio.AbstractEventLoop, feeds: Arrays, *, typed: bool
@@ -374,7 +370,7 @@ class MicroBatcher:
                     f"Output {name!r} has shape {list(array.shape)} for a batch of {total} "
                     "rows; it cannot be split per request."
                 )
-        if sizes.count(sizes[0]) == n:  # (every request the same rows, as a rule: one each)
+        if outputs and sizes.count(sizes[0]) == n:  # (every request the same rows, as a rule)
             # Each output seen as (requests, rows, ...): numpy makes the views, one a request.
             size = sizes[0]
             names = list(outputs)
@@ -410,6 +406,14 @@ class MicroBatcher:
                 "The error is in the server log.",
             )
         pending.future.set_exception(exc)
+
+
+def _elapsed(now: float, since: list[float]) -> Seconds:
+    """``now`` less each of ``since``: one numpy step for a batch of many, a list for a few
+    (what the histograms take most cheaply at each size)."""
+    if len(since) > NUMPY_FROM:
+        return now - np.array(since)
+    return [now - t for t in since]
 
 
 def _settle(

@@ -25,7 +25,7 @@ _bucket_name = cast(Callable[[float], str], floatToGoString)
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # From this many values a batch is bucketed with numpy rather than one bisect each.
-_NUMPY_FROM = 16
+NUMPY_FROM = 16
 
 
 class BatchHistogram:
@@ -50,7 +50,7 @@ class BatchHistogram:
     def observe_many(self, model: str, values: Sequence[float] | np.ndarray[Any, Any]) -> None:
         # Bucket i counts bounds[i - 1] < value <= bounds[i] ("le"), as prometheus_client.
         found: list[int] | None = None
-        if len(values) > _NUMPY_FROM:  # fewer (batching off, light load): one bisect each
+        if len(values) > NUMPY_FROM:  # fewer (batching off, light load): one bisect each
             array = np.asarray(values, dtype=np.float64)
             found = np.bincount(
                 np.searchsorted(self._array_bounds, array), minlength=len(self._bounds) + 1

@@ -152,7 +152,7 @@ class ServingPool:
                 served.session.signature, arrays, max_rows=self.max_request_rows, values=False
             )
             # Latency and the ok count are reported by the batcher, once per run.
-            outputs = await served.batcher.submit(feeds, rows)
+            outputs = await served.batcher.enqueue(feeds, rows)
         except TandemError as exc:
             self.metrics.requests.labels(name, exc.code).inc()
             raise

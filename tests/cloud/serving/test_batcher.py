@@ -294,6 +294,19 @@ async def test_latencies_are_reported_for_admitted_and_answered_requests_only(
     await b2.close()
 
 
+async def test_a_retried_request_is_counted_once_in_queue_time(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """When a merged run fails and its requests are retried alone, each request's wait is
+    still reported once (with the batch it first ran in)."""
+    waits: list[int] = []
+    observer = BatchObserver(on_queued=lambda values: waits.append(len(values)))
+    b = batcher(RecordingModel(), executor, max_batch=2, observer=observer)
+    await asyncio.gather(b.submit(rows(1), 1), b.submit(rows(-1), 1), return_exceptions=True)
+    assert waits == [2]
+    await b.close()
+
+
 def test_outputs_split_per_request_alike_for_equal_and_unequal_sizes() -> None:
     """Equal sizes take numpy's views a request; unequal sizes (even those whose total is
     a multiple of the first) are sliced; both give each request exactly its rows."""

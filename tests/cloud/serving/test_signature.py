@@ -62,3 +62,13 @@ def test_non_finite_floats_are_refused() -> None:
     check_values(sig, {"x": np.ones((2, 2), np.float32)})
     with pytest.raises(InvalidModelInput):
         check_values(sig, {"x": np.array([[1.0, np.nan]], np.float32)})
+
+
+def test_negative_ids_are_refused_even_for_a_table_past_half_the_types_range() -> None:
+    """A negative int8 id seen as unsigned is at least 128; with a 200-row table it must
+    still be caught, by the two-sided check."""
+    spec = InputSpec("item", np.dtype("int8"), (None,), index_bound=200)
+    sig = Signature(inputs=(spec,), outputs=("y",), batchable=True)
+    check_values(sig, {"item": np.array([0, 127], np.int8)})
+    with pytest.raises(InvalidModelInput):
+        check_values(sig, {"item": np.array([-100], np.int8)})
