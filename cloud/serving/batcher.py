@@ -325,9 +325,11 @@ class MicroBatcher:
         elapsed = done - started
         self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * elapsed / rows
         self._observer.on_batch(rows, len(batch), elapsed)
-        gone = [pending for pending in batch if pending.future.done()]  # (callers gone away)
+        gone = []
         for pending, part in zip(batch, parts, strict=True):
-            if not pending.future.done():
+            if pending.future.done():  # (its caller went away while it ran)
+                gone.append(pending)
+            else:
                 pending.future.set_result(part)
         if gone:  # only the requests answered now count
             arrived = [pending.enqueued for pending in batch if pending not in gone]

@@ -186,7 +186,7 @@ def _beyond(array: np.ndarray[Any, Any], bound: int) -> bool:
     """Whether any id is negative or at least ``bound``: one reduction, not two (seen as
     unsigned, a negative id is larger than any table)."""
     if array.dtype.kind == "i":
-        if bound > np.iinfo(array.dtype).max + 1:  # (a table larger than the type's half)
+        if bound > 1 << (8 * array.dtype.itemsize - 1):  # (a table past the type's half)
             return bool(array.min() < 0 or array.max() >= bound)
         array = array.view(array.dtype.str.replace("i", "u"))
     return bool(array.max() >= bound)
