@@ -42,6 +42,9 @@ from cloud.serving.metrics import NUMPY_FROM
 
 log = logging.getLogger("tandem.serving")
 
+# How long closing waits for runs already started to end.
+CLOSE_WAIT_S = 10.0
+
 Arrays = dict[str, np.ndarray[Any, Any]]
 # What a request brings: its arrays, or an archive of a known layout (merged by bytes).
 Feeds = Arrays | Archive
@@ -128,6 +131,9 @@ class MicroBatcher:
         self._seconds_per_row = 0.001
         self._last_requests = 1
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first submit
+        # Runs started on the runtime's thread and not yet ended: each resolves when its
+        # run does, even one whose batch was abandoned, so closing can wait for them.
+        self._running: set[asyncio.Future[None]] = set()
 
     async def submit(self, feeds: Feeds, rows: int, shape_key: ShapeKey | None = None) -> Arrays:
         """The outputs of the model for ``feeds`` (``rows`` rows), once its batch has run.
@@ -178,8 +184,10 @@ class MicroBatcher:
         self._retired = True
         self._arrived.set()
 
-    async def close(self) -> None:
-        """Cancel the workers and fail whatever is still queued."""
+    async def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Cancel the workers, fail whatever is still queued, and wait (``wait_s`` at
+        most) for runs already on the runtime's thread to end: the session must outlive
+        them."""
         self._closed = True
         workers = list(self._workers)
         for worker in workers:
@@ -187,6 +195,13 @@ class MicroBatcher:
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        if self._running:
+            _, still = await asyncio.wait(list(self._running), timeout=wait_s)
+            if still:
+                log.warning(
+                    "model runs still going when the pool closed",
+                    extra={"model": self._label, "runs": len(still)},
+                )
         while self._queue:
             pending = self._queue.popleft()
             if not pending.future.done():
@@ -343,14 +358,21 @@ class MicroBatcher:
         thread takes the GIL), instead of a worker's two. ``typed``: a failure is made again
         the usual way for its typed error (a batch of several is split instead)."""
         future: asyncio.Future[Arrays] = loop.create_future()
+        ended: asyncio.Future[None] = loop.create_future()
+        self._running.add(ended)
+        ended.add_done_callback(self._running.discard)
 
         def done(outputs: Arrays | None, error: BaseException | None) -> None:
             # (``feeds`` stays referenced here until the run has ended)
             with contextlib.suppress(RuntimeError):  # the loop closed while it ran
-                loop.call_soon_threadsafe(_settle, future, outputs, error, feeds)
+                loop.call_soon_threadsafe(_settle, future, outputs, error, ended, feeds)
 
         assert self._start is not None
-        self._start(feeds, done)
+        try:
+            self._start(feeds, done)
+        except BaseException:
+            ended.set_result(None)
+            raise
         try:
             return await future
         except Exception:
@@ -422,8 +444,11 @@ def _settle(
     future: asyncio.Future[Arrays],
     outputs: Arrays | None,
     error: BaseException | None,
-    feeds: Arrays,
+    ended: asyncio.Future[None],
+    feeds: Arrays,  # (held until the run has ended: onnxruntime may read them in place)
 ) -> None:
+    if not ended.done():
+        ended.set_result(None)
     if future.done():  # its batch was abandoned (the pool closing)
         return
     if error is not None:

@@ -417,3 +417,55 @@ async def test_a_failed_started_run_is_made_again_for_its_typed_error(
     # The started batch, then each request alone the usual way: no run is made twice.
     assert model.calls == [3, 1, 1, 1]
     await b.close()
+
+
+class GatedStarter:
+    """A run on a thread of its own that ends only once ``gate`` is set."""
+
+    def __init__(self, model: RecordingModel) -> None:
+        self.model = model
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.ended = threading.Event()
+
+    def __call__(self, feeds: Arrays, done: Any) -> None:
+        def run() -> None:
+            self.started.set()
+            self.gate.wait(5)
+            outputs = self.model(feeds)
+            self.ended.set()
+            done(outputs, None)
+
+        threading.Thread(target=run).start()
+
+
+async def test_closing_waits_for_a_run_already_started(executor: ThreadPoolExecutor) -> None:
+    """The pool frees a session once its batcher has closed: closing must not return while
+    a run on the runtime's thread still uses it, even though its caller was answered 503."""
+    starter = GatedStarter(RecordingModel())
+    b = batcher(RecordingModel(), executor, max_batch=1, start=starter)
+    request = asyncio.ensure_future(b.submit(rows(1), 1))
+    assert await asyncio.to_thread(starter.started.wait, 5)
+    closing = asyncio.ensure_future(b.close())
+    await asyncio.sleep(0.1)
+    assert not closing.done()
+    with pytest.raises(ServiceUnavailable):
+        await request
+    starter.gate.set()
+    await asyncio.wait_for(closing, 5)
+    assert starter.ended.is_set()
+
+
+async def test_closing_gives_up_on_a_run_that_does_not_end(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    starter = GatedStarter(RecordingModel())
+    b = batcher(RecordingModel(), executor, max_batch=1, start=starter)
+    request = asyncio.ensure_future(b.submit(rows(1), 1))
+    assert await asyncio.to_thread(starter.started.wait, 5)
+    await asyncio.wait_for(b.close(wait_s=0.05), 5)
+    assert not starter.ended.is_set()
+    assert "model runs still going when the pool closed" in caplog.text
+    with pytest.raises(ServiceUnavailable):
+        await request
+    starter.gate.set()
