@@ -184,10 +184,10 @@ class MicroBatcher:
         self._retired = True
         self._arrived.set()
 
-    async def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
-        """Cancel the workers, fail whatever is still queued, and wait (``wait_s`` at
-        most) for runs already on the runtime's thread to end: the session must outlive
-        them."""
+    async def close(self, wait_s: float = CLOSE_WAIT_S) -> int:
+        """Cancel the workers, fail whatever is still queued, then wait (``wait_s`` at
+        most) for runs already on the runtime's thread to end, since the session must
+        outlive them. Returns how many are still going (the caller keeps their session)."""
         self._closed = True
         workers = list(self._workers)
         for worker in workers:
@@ -195,13 +195,6 @@ class MicroBatcher:
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
-        if self._running:
-            _, still = await asyncio.wait(list(self._running), timeout=wait_s)
-            if still:
-                log.warning(
-                    "model runs still going when the pool closed",
-                    extra={"model": self._label, "runs": len(still)},
-                )
         while self._queue:
             pending = self._queue.popleft()
             if not pending.future.done():
@@ -209,6 +202,20 @@ class MicroBatcher:
                     ServiceUnavailable("The serving pool shut down before this request ran; retry.")
                 )
         self.queued_rows = 0
+        if not self._running:
+            return 0
+        _, still = await asyncio.wait(list(self._running), timeout=wait_s)
+        if still:
+            log.warning(
+                "model runs still going when the pool closed; their session is kept",
+                extra={"model": self._label, "runs": len(still)},
+            )
+        return len(still)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, no worker, no run in flight: a retired batcher that is done."""
+        return not (self._queue or self._workers or self._running)
 
     async def _work(self) -> None:
         try:

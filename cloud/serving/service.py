@@ -50,6 +50,9 @@ log = logging.getLogger("tandem.serving")
 
 Key = tuple[str, int]
 
+# Sessions whose runs outlasted the pool's closing: never freed (see ServingPool.close).
+_ABANDONED: list[LoadedSession] = []
+
 
 @dataclass(slots=True)
 class ServedModel:
@@ -98,6 +101,8 @@ class ServingPool:
         self._max_loaded = settings.serving_max_loaded
         self._latest_ttl_s = settings.serving_latest_ttl_s
         self._models: OrderedDict[Key, ServedModel] = OrderedDict()
+        # Evicted versions still finishing their queue, until their batcher is idle.
+        self._retiring: list[ServedModel] = []
         self._latest: dict[str, tuple[int, float]] = {}
         self._loading: dict[Key, asyncio.Task[ServedModel]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -120,11 +125,17 @@ class ServingPool:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for served in self._models.values():
-            await served.batcher.close()
+        closing = [*self._models.values(), *self._retiring]
+        still = await asyncio.gather(*(served.batcher.close() for served in closing))
+        for served, running in zip(closing, still, strict=True):
             served.executor.shutdown(wait=False, cancel_futures=True)
             self._forget(served)
+            if running:
+                # onnxruntime's run_async holds no reference to its session: freeing it
+                # under a run would crash the process, so it is kept until the process ends.
+                _ABANDONED.append(served.session)
         self._models.clear()
+        self._retiring.clear()
         self.metrics.loaded.set(0)
 
     # -- serving ------------------------------------------------------------------------
@@ -325,12 +336,24 @@ class ServingPool:
             (name, version), served = self._models.popitem(last=False)
             if self._latest.get(name, (None,))[0] == version:
                 self._latest.pop(name, None)
-            # Requests already queued finish; the worker then exits and the session is freed.
+            # Requests already queued finish; the worker then exits and the session is freed
+            # (its executor too: shut down once idle, as a queued request may still need it).
             served.batcher.retire()
-            served.executor.shutdown(wait=False)
+            self._retiring.append(served)
             self._forget(served)
             log.info("model evicted", extra={"model": name, "version": version})
+        self._prune_retiring()
         self.metrics.loaded.set(len(self._models))
+
+    def _prune_retiring(self) -> None:
+        """Let go of evicted versions whose batcher is done (closing waits for the rest)."""
+        still = []
+        for served in self._retiring:
+            if served.batcher.idle:
+                served.executor.shutdown(wait=False)
+            else:
+                still.append(served)
+        self._retiring = still
 
     # -- following new versions ---------------------------------------------------------
 

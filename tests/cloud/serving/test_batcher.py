@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -436,36 +437,53 @@ class GatedStarter:
             self.ended.set()
             done(outputs, None)
 
-        threading.Thread(target=run).start()
+        threading.Thread(target=run, daemon=True).start()
 
 
-async def test_closing_waits_for_a_run_already_started(executor: ThreadPoolExecutor) -> None:
-    """The pool frees a session once its batcher has closed: closing must not return while
-    a run on the runtime's thread still uses it, even though its caller was answered 503."""
+@pytest.fixture
+def gated() -> Iterator[GatedStarter]:
     starter = GatedStarter(RecordingModel())
-    b = batcher(RecordingModel(), executor, max_batch=1, start=starter)
-    request = asyncio.ensure_future(b.submit(rows(1), 1))
-    assert await asyncio.to_thread(starter.started.wait, 5)
+    yield starter
+    starter.gate.set()  # (whatever the test did: no run left waiting)
+
+
+async def test_closing_waits_for_a_run_already_started(
+    executor: ThreadPoolExecutor, gated: GatedStarter
+) -> None:
+    """The pool frees a session once its batcher has closed: closing must not return while
+    a run on the runtime's thread still uses it. Requests still queued are refused at once,
+    not after the run."""
+    b = batcher(RecordingModel(), executor, max_batch=1, start=gated)
+    running = asyncio.ensure_future(b.submit(rows(1), 1))
+    assert await asyncio.to_thread(gated.started.wait, 5)
+    queued = asyncio.ensure_future(b.submit(rows(2), 1))
     closing = asyncio.ensure_future(b.close())
-    await asyncio.sleep(0.1)
-    assert not closing.done()
     with pytest.raises(ServiceUnavailable):
-        await request
-    starter.gate.set()
-    await asyncio.wait_for(closing, 5)
-    assert starter.ended.is_set()
+        await asyncio.wait_for(queued, 1)
+    with pytest.raises(ServiceUnavailable):
+        await asyncio.wait_for(running, 1)
+    await asyncio.sleep(0.1)
+    assert not closing.done() and not gated.ended.is_set()
+    gated.gate.set()
+    assert await asyncio.wait_for(closing, 5) == 0
+    assert gated.ended.is_set() and b.idle
 
 
 async def test_closing_gives_up_on_a_run_that_does_not_end(
-    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+    executor: ThreadPoolExecutor,
+    gated: GatedStarter,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    starter = GatedStarter(RecordingModel())
-    b = batcher(RecordingModel(), executor, max_batch=1, start=starter)
+    """Past its wait, closing returns how many runs are still going (the pool then keeps
+    their session) and says so in the log."""
+    # (the app's logging setup stops "tandem" propagating; caplog listens at the root)
+    monkeypatch.setattr(logging.getLogger("tandem"), "propagate", True)
+    b = batcher(RecordingModel(), executor, max_batch=1, start=gated)
     request = asyncio.ensure_future(b.submit(rows(1), 1))
-    assert await asyncio.to_thread(starter.started.wait, 5)
-    await asyncio.wait_for(b.close(wait_s=0.05), 5)
-    assert not starter.ended.is_set()
+    assert await asyncio.to_thread(gated.started.wait, 5)
+    assert await asyncio.wait_for(b.close(wait_s=0.05), 5) == 1
+    assert not gated.ended.is_set() and not b.idle
     assert "model runs still going when the pool closed" in caplog.text
     with pytest.raises(ServiceUnavailable):
         await request
-    starter.gate.set()

@@ -94,6 +94,34 @@ def test_full_queue_answers_429_with_retry_after(make_client: Any) -> None:
             gate.set()
 
 
+def test_an_evicted_version_answers_what_was_queued_on_it(make_client: Any) -> None:
+    """Evicting a version lets its queued requests finish on it: its run thread is kept
+    until its queue is done (shutting it down at eviction failed them with 500s)."""
+    client = make_client(serving_max_loaded=1, serving_run_async=False)
+    upload_model(client, name="other", data=onnx_models.recommender(seed=4))
+    body = to_json(onnx_models.recommender_inputs(1))
+    pool = client.app.state.serving
+    served = client.portal.call(pool.get, "ranker", 1)
+    gate = threading.Event()
+    served.executor.submit(gate.wait)  # occupies the version's only run thread
+    with ThreadPoolExecutor(3) as threads:
+        try:
+            running = threads.submit(infer_json, client, "ranker", body)
+            wait_for_metric(client, 'tandem_serving_queue_seconds_count{model="ranker"}', 1)
+            waiting = [threads.submit(infer_json, client, "ranker", body) for _ in range(2)]
+            wait_for_metric(client, 'tandem_serving_queued_rows{model="ranker",version="1"}', 2)
+            assert infer_json(client, "other", body).status_code == 200  # evicts ranker
+            assert metric(client, "tandem_serving_loaded_versions") == 1
+            gate.set()
+            assert running.result(timeout=60).status_code == 200
+            assert [w.result(timeout=60).status_code for w in waiting] == [200, 200]
+        finally:
+            gate.set()
+    # Once done, the evicted version is let go at the next eviction.
+    assert infer_json(client, "ranker", body).status_code == 200  # evicts other
+    assert served not in pool._retiring
+
+
 def test_request_larger_than_the_queue_is_422(make_client: Any) -> None:
     """A request with more rows than the queue can ever hold is refused as invalid, not
     told to retry."""
