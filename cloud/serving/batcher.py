@@ -134,6 +134,7 @@ class MicroBatcher:
         # Runs started on the runtime's thread and not yet ended: each resolves when its
         # run does, even one whose batch was abandoned, so closing can wait for them.
         self._running: set[asyncio.Future[None]] = set()
+        self._on_retired: Callable[[], None] | None = None  # see retire
 
     async def submit(self, feeds: Feeds, rows: int, shape_key: ShapeKey | None = None) -> Arrays:
         """The outputs of the model for ``feeds`` (``rows`` rows), once its batch has run.
@@ -179,10 +180,20 @@ class MicroBatcher:
             worker.add_done_callback(self._workers.discard)  # (one cancelled before it ran)
             self._workers.add(worker)
 
-    def retire(self) -> None:
-        """Stop the workers once the queue is empty; later submits start them again."""
+    def retire(self, done: Callable[[], None] | None = None) -> None:
+        """Stop the workers once the queue is empty; later submits start them again.
+        ``done`` is called once, when the last worker has stopped with nothing left to do
+        (at once when none runs)."""
         self._retired = True
+        self._on_retired = done
         self._arrived.set()
+        if self.idle:
+            self._retired_done()
+
+    def _retired_done(self) -> None:
+        done, self._on_retired = self._on_retired, None
+        if done is not None:
+            done()
 
     async def close(self, wait_s: float = CLOSE_WAIT_S) -> int:
         """Cancel the workers, fail whatever is still queued, then wait (``wait_s`` at
@@ -214,7 +225,7 @@ class MicroBatcher:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued, no worker, no run in flight: a retired batcher that is done."""
+        """Nothing queued, no worker, no run in flight."""
         return not (self._queue or self._workers or self._running)
 
     async def _work(self) -> None:
@@ -223,6 +234,8 @@ class MicroBatcher:
         finally:
             # At once, not in a later callback: a submit right after must start a worker.
             self._workers.discard(asyncio.current_task())
+            if self._retired and self.idle:
+                self._retired_done()
 
     async def _work_until_retired(self) -> None:
         loop = asyncio.get_running_loop()

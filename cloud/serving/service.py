@@ -148,7 +148,7 @@ class ServingPool:
         # Counted from here on: a label per unknown name would let callers grow the
         # metrics without bound.
         # (a loaded version is had without a coroutine: one frame less a request)
-        served = self._ready(name, version) or await self.get(name, version)
+        served = self._ready(name, version) or await self._fetch(name, version)
         try:
             plan = served.session.signature.plan
             if isinstance(arrays, Archive):
@@ -184,9 +184,11 @@ class ServingPool:
 
     async def get(self, name: str, version: int | None = None) -> ServedModel:
         """The loaded model version, loading it (once, however many ask) when needed."""
-        served = self._ready(name, version)
-        if served is not None:
-            return served
+        return self._ready(name, version) or await self._fetch(name, version)
+
+    async def _fetch(self, name: str, version: int | None) -> ServedModel:
+        """:meth:`get` when :meth:`_ready` has no answer: the latest version looked up (or
+        refreshed in the background), the version loaded."""
         if version is None:
             latest = self._latest.get(name)
             if latest is not None:
@@ -336,24 +338,19 @@ class ServingPool:
             (name, version), served = self._models.popitem(last=False)
             if self._latest.get(name, (None,))[0] == version:
                 self._latest.pop(name, None)
-            # Requests already queued finish; the worker then exits and the session is freed
-            # (its executor too: shut down once idle, as a queued request may still need it).
-            served.batcher.retire()
+            # Requests already queued finish (on its executor: a queued request may still
+            # need it); once its worker stops, the version is let go and its session freed.
             self._retiring.append(served)
+            served.batcher.retire(functools.partial(self._let_go, served))
             self._forget(served)
             log.info("model evicted", extra={"model": name, "version": version})
-        self._prune_retiring()
         self.metrics.loaded.set(len(self._models))
 
-    def _prune_retiring(self) -> None:
-        """Let go of evicted versions whose batcher is done (closing waits for the rest)."""
-        still = []
-        for served in self._retiring:
-            if served.batcher.idle:
-                served.executor.shutdown(wait=False)
-            else:
-                still.append(served)
-        self._retiring = still
+    def _let_go(self, served: ServedModel) -> None:
+        """An evicted version's batcher is done: its run thread stops, its session is freed."""
+        with contextlib.suppress(ValueError):  # (closing may have cleared the list)
+            self._retiring.remove(served)
+        served.executor.shutdown(wait=False)
 
     # -- following new versions ---------------------------------------------------------
 

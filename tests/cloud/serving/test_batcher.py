@@ -335,6 +335,26 @@ async def test_retired_batcher_finishes_queued_work_and_restarts_on_demand(
     await b.close()
 
 
+async def test_retiring_reports_once_its_last_worker_has_stopped(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """The pool lets an evicted version go when retire's callback comes: only once the
+    queued requests are answered and the worker has stopped; at once when nothing runs."""
+    b = batcher(RecordingModel(), executor, max_batch=1)
+    queued = [b.enqueue(rows(1), 1), b.enqueue(rows(2), 1)]
+    calls: list[int] = []
+    b.retire(lambda: calls.append(sum(f.done() for f in queued)))
+    assert calls == []
+    assert [(await f)["y"].tolist() for f in queued] == [[[2]], [[4]]]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert calls == [2] and b.idle
+    idle = batcher(RecordingModel(), executor)
+    idle.retire(lambda: calls.append(-1))
+    assert calls == [2, -1]
+    await b.close()
+
+
 async def test_closed_batcher_refuses_new_requests(executor: ThreadPoolExecutor) -> None:
     """After close, a request gets 503 instead of waiting forever."""
     b = batcher(RecordingModel(), executor)
