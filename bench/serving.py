@@ -13,7 +13,8 @@ In one run, with the cloud recommendation model from `tandem models build`:
 
     python bench/serving.py --quick          # within a minute
     python bench/serving.py                  # longer windows, more repeats
-    python bench/serving.py --models DIR     # a build directory (default .bench_cache/models)
+    python bench/serving.py --models DIR     # a build directory (default: .bench_cache/,
+                                             # one per version of the models' code)
 
 Every figure is the median of repeated windows, the windows of all figures interleaved so
 that background load on a shared machine hits them alike. The last line printed is a JSON
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -68,6 +70,16 @@ class Window:
 
 
 # -- the model ------------------------------------------------------------------------------
+
+
+def default_models() -> Path:
+    """The bench's own build directory, named by a digest of the code that builds the
+    models: a change to that code (the exported graph, say) gets a build of its own rather
+    than the cached one."""
+    digest = hashlib.sha256()
+    for source in sorted((ROOT / "models").glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return ROOT / ".bench_cache" / f"models-{digest.hexdigest()[:12]}"
 
 
 def ensure_models(directory: Path) -> Path:
@@ -322,7 +334,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Short windows: within a minute.")
-    parser.add_argument("--models", type=Path, default=ROOT / ".bench_cache" / "models")
+    parser.add_argument("--models", type=Path, default=None, help="A build directory.")
     parser.add_argument("--seconds", type=float, default=None, help="Length of each window.")
     parser.add_argument("--repeats", type=int, default=None, help="Windows per figure.")
     parser.add_argument("--max-batch", type=int, default=64)
@@ -336,7 +348,7 @@ def main() -> None:
     args.seconds = args.seconds or (1.2 if args.quick else 5.0)
     args.repeats = args.repeats or (3 if args.quick else 5)
 
-    directory = ensure_models(args.models)
+    directory = ensure_models(args.models or default_models())
     cards = json.loads((directory / "cards.json").read_text())
     model = (directory / "cloud.onnx").read_bytes()
     inputs = [i.name for i in ort.InferenceSession(model).get_inputs()]
