@@ -59,6 +59,8 @@ MODEL = "bench-cloud"
 DATASET = ROOT.parent / "shared" / "datasets" / "movielens-small"
 CONCURRENCY = (1, 16, 64)
 RAW_BATCHES = (1, 8, 32, 64, 128, 256)
+# Above this share of CPU time stolen by the hypervisor, a run's figures are flagged.
+STEAL_WARN = 0.05
 
 
 @dataclass
@@ -228,6 +230,24 @@ def batch_counts(url: str) -> tuple[float, float]:
     return found["count"], found["sum"]
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) clock ticks of all CPUs since boot, from /proc/stat; None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    ticks = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the CPUs' time the hypervisor gave to other guests between the two
+    readings: the machine this run measured was that much smaller than it looked."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def process_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -365,9 +385,11 @@ def main() -> None:
                 targets.append(
                     start_server(model, bodies, batching=batching, args=args, root=Path(tmp))
                 )
+            before = cpu_times()
             results = measure(
                 targets, lambda: raw_ort.rows_per_s(best_batch, min(args.seconds, 1.0)), args
             )
+            steal = steal_share(before, cpu_times())
         finally:
             for target in targets:
                 target.server.stop()
@@ -417,6 +439,15 @@ def main() -> None:
     )
     aucs = {name: auc(cards, name) for name in ("edge", "edge_int8", "cloud")}
     print("held-out AUC: " + ", ".join(f"{k} {v:.4f}" for k, v in aucs.items() if v is not None))
+    if steal is not None:
+        print(
+            f"CPU time taken by the hypervisor for other guests during the run (steal): {steal:.1%}"
+        )
+        if steal > STEAL_WARN:
+            print(
+                "WARNING: the machine was shared with other guests for much of this run; its "
+                "figures understate the server. Run again when steal is low."
+            )
     errors = sum(w.errors for w in results.values() if isinstance(w, Window))
     if errors:
         print(f"WARNING: {errors} requests did not answer 200")
@@ -444,6 +475,7 @@ def main() -> None:
                 "edge_int8_auc": aucs["edge_int8"],
                 "cloud_auc": aucs["cloud"],
                 "errors": errors,
+                "steal": None if steal is None else round(steal, 4),
                 "machine": machine(),
             }
         )
