@@ -14,7 +14,8 @@ In one run, with the cloud recommendation model from `tandem models build`:
     python bench/serving.py --quick          # within a minute
     python bench/serving.py                  # longer windows, more repeats
     python bench/serving.py --models DIR     # a build directory (default: .bench_cache/,
-                                             # one per version of the models' code)
+                                             # one per version of the models' code, data
+                                             # and onnx / onnxruntime)
 
 Every figure is the median of repeated windows, the windows of all figures interleaved so
 that background load on a shared machine hits them alike. The last line printed is a JSON
@@ -43,6 +44,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import onnx
 import onnxruntime as ort
 import uvloop
 
@@ -75,12 +77,15 @@ class Window:
 
 
 def default_models() -> Path:
-    """The bench's own build directory, named by a digest of the code that builds the
-    models: a change to that code (the exported graph, say) gets a build of its own rather
-    than the cached one."""
-    digest = hashlib.sha256()
-    for source in sorted((ROOT / "models").glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    """The bench's own build directory, named by a digest of what the build depends on:
+    the code that builds the models, the data set and the onnx / onnxruntime versions. A
+    change to any of them (the exported graph, say) gets a build of its own rather than
+    the cached one."""
+    digest = hashlib.sha256(f"{onnx.__version__} {ort.__version__}".encode())
+    sources = sorted((ROOT / "models").glob("*.py")) + sorted(DATASET.glob("*"))
+    for source in sources:
+        if source.is_file():
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return ROOT / ".bench_cache" / f"models-{digest.hexdigest()[:12]}"
 
 
@@ -234,15 +239,18 @@ def cpu_times() -> tuple[int, int] | None:
     """(steal, total) clock ticks of all CPUs since boot, from /proc/stat; None elsewhere."""
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
+        ticks = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
         return None
-    ticks = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    if fields[0] != "cpu" or len(ticks) < 8:
+        return None
     return ticks[7], sum(ticks)
 
 
 def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """The share of the CPUs' time the hypervisor gave to other guests between the two
-    readings: the machine this run measured was that much smaller than it looked."""
+    """The share of the CPUs' time (idle included) the hypervisor gave to other guests
+    between the two readings. The bench keeps the cores busy, so the machine it measured
+    was about that much smaller than it looked."""
     if before is None or after is None or after[1] <= before[1]:
         return None
     return (after[0] - before[0]) / (after[1] - before[1])
@@ -354,7 +362,13 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Short windows: within a minute.")
-    parser.add_argument("--models", type=Path, default=None, help="A build directory.")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="A build directory (default: one under .bench_cache/ per version of the models' "
+        "code, data and onnx / onnxruntime, built when missing).",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="Length of each window.")
     parser.add_argument("--repeats", type=int, default=None, help="Windows per figure.")
     parser.add_argument("--max-batch", type=int, default=64)
@@ -445,8 +459,8 @@ def main() -> None:
         )
         if steal > STEAL_WARN:
             print(
-                "WARNING: the machine was shared with other guests for much of this run; its "
-                "figures understate the server. Run again when steal is low."
+                "WARNING: other guests took a measurable share of the machine during this run; "
+                "its figures understate the server. Run again when steal is low."
             )
     errors = sum(w.errors for w in results.values() if isinstance(w, Window))
     if errors:
