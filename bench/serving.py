@@ -239,11 +239,12 @@ def cpu_times() -> tuple[int, int] | None:
     """(steal, total) clock ticks of all CPUs since boot, from /proc/stat; None elsewhere."""
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        ticks = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    except (OSError, ValueError):
+    except OSError:
         return None
-    if fields[0] != "cpu" or len(ticks) < 8:
+    # cpu user nice system idle iowait irq softirq steal ...
+    if len(fields) < 9 or fields[0] != "cpu" or not all(f.isdigit() for f in fields[1:9]):
         return None
+    ticks = [int(f) for f in fields[1:9]]
     return ticks[7], sum(ticks)
 
 
