@@ -210,8 +210,10 @@ class CloudModel(Recommender):
             ),
             past,
         )
+        # Each row of the three, by a one-element index (kept as an axis, then squeezed).
         first, second, third = (
-            g.op("Squeeze", g.op("Gather", pooled, g.axes(i), axis=1), g.axes(1)) for i in range(3)
+            g.op("Squeeze", g.op("Gather", pooled, g.const([i], np.int64), axis=1), g.axes(1))
+            for i in range(3)
         )
         # attended = sum_l w_l (past_l + stars_l * shift) = w @ past + (w . stars) * shift
         attended = g.op(
